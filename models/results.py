@@ -12,23 +12,54 @@ so nothing is pickled between processes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 COCO17_KEYPOINTS: tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 
 #: Limb pairs (indices into COCO17_KEYPOINTS) used to draw and render skeletons.
 COCO17_SKELETON: tuple[tuple[int, int], ...] = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6),
-    (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-)  # fmt: skip
+    (15, 13),
+    (13, 11),
+    (16, 14),
+    (14, 12),
+    (11, 12),
+    (5, 11),
+    (6, 12),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (1, 2),
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
+)
 
 
 def _as_array(value: Any, dtype: Any, name: str, shape_tail: tuple[int, ...]) -> np.ndarray:
@@ -77,10 +108,12 @@ class Detections:
         self.class_id = _as_array(self.class_id, np.int64, "class_id", ())
         if self.track_id is not None:
             self.track_id = _as_array(self.track_id, np.int64, "track_id", ())
-        _check_aligned(len(self.xyxy), score=self.score, class_id=self.class_id,
-                       track_id=self.track_id)  # fmt: skip
-        if len(self.xyxy) and (np.any(self.xyxy[:, 2] < self.xyxy[:, 0]) or
-                               np.any(self.xyxy[:, 3] < self.xyxy[:, 1])):  # fmt: skip
+        _check_aligned(
+            len(self.xyxy), score=self.score, class_id=self.class_id, track_id=self.track_id
+        )
+        if len(self.xyxy) and (
+            np.any(self.xyxy[:, 2] < self.xyxy[:, 0]) or np.any(self.xyxy[:, 3] < self.xyxy[:, 1])
+        ):
             raise ValueError("xyxy boxes must have x1 <= x2 and y1 <= y2")
 
     def __len__(self) -> int:
@@ -120,8 +153,11 @@ class Detections:
         )
 
     def to_wire(self, prefix: str = "det") -> dict[str, np.ndarray]:
-        arrays = {f"{prefix}.xyxy": self.xyxy, f"{prefix}.score": self.score,
-                  f"{prefix}.class_id": self.class_id}  # fmt: skip
+        arrays = {
+            f"{prefix}.xyxy": self.xyxy,
+            f"{prefix}.score": self.score,
+            f"{prefix}.class_id": self.class_id,
+        }
         if self.track_id is not None:
             arrays[f"{prefix}.track_id"] = self.track_id
         return arrays
@@ -130,8 +166,12 @@ class Detections:
     def from_wire(cls, arrays: dict[str, np.ndarray], prefix: str = "det") -> Detections:
         if f"{prefix}.xyxy" not in arrays:
             return cls.empty()
-        return cls(arrays[f"{prefix}.xyxy"], arrays[f"{prefix}.score"],
-                   arrays[f"{prefix}.class_id"], arrays.get(f"{prefix}.track_id"))  # fmt: skip
+        return cls(
+            arrays[f"{prefix}.xyxy"],
+            arrays[f"{prefix}.score"],
+            arrays[f"{prefix}.class_id"],
+            arrays.get(f"{prefix}.track_id"),
+        )
 
 
 @dataclass
@@ -151,8 +191,11 @@ class Poses:
     def __post_init__(self) -> None:
         self.keypoints = _as_array(self.keypoints, np.float32, "keypoints", (17, 3))
         if self.score is None:
-            self.score = (self.keypoints[:, :, 2].mean(axis=1) if len(self.keypoints)
-                          else np.zeros(0, np.float32))  # fmt: skip
+            self.score = (
+                self.keypoints[:, :, 2].mean(axis=1)
+                if len(self.keypoints)
+                else np.zeros(0, np.float32)
+            )
         self.score = _as_array(self.score, np.float32, "score", ())
         if self.track_id is not None:
             self.track_id = _as_array(self.track_id, np.int64, "track_id", ())
@@ -162,8 +205,9 @@ class Poses:
         return len(self.keypoints)
 
     def __getitem__(self, index: Any) -> Poses:
-        return Poses(_index(self.keypoints, index), _index(self.score, index),
-                     _index(self.track_id, index))  # fmt: skip
+        return Poses(
+            _index(self.keypoints, index), _index(self.score, index), _index(self.track_id, index)
+        )
 
     @classmethod
     def empty(cls) -> Poses:
@@ -191,8 +235,11 @@ class Poses:
     def from_wire(cls, arrays: dict[str, np.ndarray], prefix: str = "pose") -> Poses:
         if f"{prefix}.keypoints" not in arrays:
             return cls.empty()
-        return cls(arrays[f"{prefix}.keypoints"], arrays[f"{prefix}.score"],
-                   arrays.get(f"{prefix}.track_id"))  # fmt: skip
+        return cls(
+            arrays[f"{prefix}.keypoints"],
+            arrays[f"{prefix}.score"],
+            arrays.get(f"{prefix}.track_id"),
+        )
 
 
 @dataclass
@@ -271,8 +318,12 @@ class ActionForecast:
         return self.probs[self.action]
 
     def to_json(self) -> dict[str, Any]:
-        return {"track": self.track_id, "action": self.action, "horizon_s": self.horizon_s,
-                "probs": self.probs}  # fmt: skip
+        return {
+            "track": self.track_id,
+            "action": self.action,
+            "horizon_s": self.horizon_s,
+            "probs": self.probs,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ActionForecast:
@@ -313,28 +364,39 @@ class FrameResult:
             raise ValueError(f"frame size must be positive, got {self.width}x{self.height}")
 
     def class_name(self, class_id: int) -> str:
-        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else str(class_id)
+        return (
+            self.class_names[class_id] if 0 <= class_id < len(self.class_names) else str(class_id)
+        )
 
     def to_wire(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Split into a JSON-able header and named arrays (see :mod:`stream.wire`)."""
         header = {
-            "stream_id": self.stream_id, "frame_idx": self.frame_idx, "pts": self.pts,
-            "capture_ts": self.capture_ts, "width": self.width, "height": self.height,
-            "class_names": list(self.class_names), "stage_ts": self.stage_ts,
+            "stream_id": self.stream_id,
+            "frame_idx": self.frame_idx,
+            "pts": self.pts,
+            "capture_ts": self.capture_ts,
+            "width": self.width,
+            "height": self.height,
+            "class_names": list(self.class_names),
+            "stage_ts": self.stage_ts,
             "forecasts": [f.to_json() for f in self.forecasts],
-        }  # fmt: skip
+        }
         arrays = {**self.detections.to_wire(), **self.poses.to_wire(), **self.masks.to_wire()}
         return header, arrays
 
     @classmethod
     def from_wire(cls, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> FrameResult:
         return cls(
-            stream_id=header["stream_id"], frame_idx=int(header["frame_idx"]),
-            pts=float(header["pts"]), capture_ts=float(header["capture_ts"]),
-            width=int(header["width"]), height=int(header["height"]),
-            detections=Detections.from_wire(arrays), poses=Poses.from_wire(arrays),
+            stream_id=header["stream_id"],
+            frame_idx=int(header["frame_idx"]),
+            pts=float(header["pts"]),
+            capture_ts=float(header["capture_ts"]),
+            width=int(header["width"]),
+            height=int(header["height"]),
+            detections=Detections.from_wire(arrays),
+            poses=Poses.from_wire(arrays),
             masks=Masks.from_wire(arrays),
             forecasts=[ActionForecast.from_json(f) for f in header.get("forecasts", [])],
             class_names=tuple(header.get("class_names", ())),
             stage_ts=dict(header.get("stage_ts", {})),
-        )  # fmt: skip
+        )

@@ -10,7 +10,7 @@ are byte-identical across runs.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -33,20 +33,28 @@ _COMMON = ("v", "seq", "type", "stream", "frame", "pts", "ts")
 
 def format_ts(unix_s: float) -> str:
     """``1795777262.345`` -> ``"2026-11-27T06:01:02.345Z"`` (UTC, millisecond precision)."""
-    dt = datetime.fromtimestamp(round(unix_s, 3), tz=timezone.utc)
+    dt = datetime.fromtimestamp(round(unix_s, 3), tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def make_event(type: str, stream: str, *, frame: int | None, pts: float | None, ts: float,
-               **fields: Any) -> dict[str, Any]:
+def make_event(
+    type: str, stream: str, *, frame: int | None, pts: float | None, ts: float, **fields: Any
+) -> dict[str, Any]:
     """Build an event without ``seq`` (the publisher assigns it); validates the type's fields."""
     if type not in EVENT_FIELDS:
         raise ValueError(f"unknown event type {type!r}; known: {sorted(EVENT_TYPES)}")
     missing = [f for f in EVENT_FIELDS[type] if f not in fields]
     if missing:
         raise ValueError(f"event {type!r} lacks fields {missing}")
-    event = {"v": SCHEMA_VERSION, "seq": None, "type": type, "stream": stream, "frame": frame,
-             "pts": None if pts is None else round(float(pts), 6), "ts": format_ts(ts)}
+    event = {
+        "v": SCHEMA_VERSION,
+        "seq": None,
+        "type": type,
+        "stream": stream,
+        "frame": frame,
+        "pts": None if pts is None else round(float(pts), 6),
+        "ts": format_ts(ts),
+    }
     event.update(fields)
     return event
 

@@ -43,8 +43,12 @@ def decode(frames: list[Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def send(sock: zmq.Socket, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
-         flags: int = 0) -> None:
+def send(
+    sock: zmq.Socket,
+    header: dict[str, Any],
+    arrays: dict[str, np.ndarray] | None = None,
+    flags: int = 0,
+) -> None:
     sock.send_multipart(encode(header, arrays), flags=flags, copy=False)
 
 

@@ -1,0 +1,223 @@
+"""Object detection stage: torchvision detectors with class-aware NMS.
+
+:class:`Detector` turns a batch of ``(H, W, 3) uint8 RGB`` frames into one
+:class:`~models.results.Detections` per frame, boxes ``xyxy`` in the frame's own pixels, sorted
+by score (descending). :func:`nms_detections` is the class-aware NMS it applies, usable alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import batched_nms
+
+from models import weights as weights_registry
+from models.results import Detections
+
+#: Class names that are placeholders, not classes (torchvision's COCO list has both).
+_PLACEHOLDER_NAMES = frozenset({"__background__", "N/A"})
+
+
+def nms_detections(det: Detections, iou_threshold: float) -> Detections:
+    """Class-aware non-maximum suppression.
+
+    Boxes of the same ``class_id`` whose IoU is above ``iou_threshold`` suppress the lower
+    scored one; boxes of different classes never suppress each other.
+
+    Args:
+        det: ``n`` detections, ``xyxy (n, 4)`` pixels.
+        iou_threshold: IoU in [0, 1] above which a box is discarded.
+
+    Returns:
+        The kept detections sorted by score, descending (``track_id`` kept if present).
+    """
+    if len(det) == 0:
+        return Detections.empty() if det.track_id is None else det
+    keep = batched_nms(
+        torch.from_numpy(det.xyxy),
+        torch.from_numpy(det.score),
+        torch.from_numpy(det.class_id),
+        float(iou_threshold),
+    )
+    return det[keep.numpy()]
+
+
+class Detector:
+    """A torchvision detector with score threshold, class filter and class-aware NMS.
+
+    Build by hand (keyword-only) or with :meth:`from_config`. The model is built with random
+    init seeded by ``seed`` (identical in every process, no downloads) and then loaded with the
+    weights that ``weights`` resolves to (see :func:`models.weights.resolve`).
+
+    Args:
+        model: registry name of a ``detection`` entry.
+        weights: ``"auto"`` | ``"pretrained"`` | ``"none"`` | path to a state_dict file.
+        device: torch device string, e.g. ``"cpu"``, ``"cuda:0"``.
+        score_threshold: keep boxes with score >= this, in [0, 1].
+        iou_threshold: class-aware NMS IoU threshold, in [0, 1].
+        classes: keep only these class names (from :attr:`class_names`); None keeps all.
+        input_size: the shorter side, in pixels, the model resizes frames to (Faster R-CNN,
+            RetinaNet: ``min_size``, with ``max_size`` scaled by the model's own ratio; SSD:
+            square ``input_size x input_size``). None keeps the model's default.
+        max_detections: keep at most this many boxes per frame, highest scores first.
+        seed: seed for the random init.
+
+    Raises:
+        ValueError: bad thresholds, a non-detection model, or unknown names in ``classes``.
+        WeightsError: the weights cannot be resolved or do not fit the model.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "fasterrcnn_mobilenet_v3_large_fpn",
+        weights: str = "auto",
+        device: str = "cpu",
+        score_threshold: float = 0.5,
+        iou_threshold: float = 0.5,
+        classes: list[str] | None = None,
+        input_size: int | None = None,
+        max_detections: int = 100,
+        seed: int = 0,
+    ) -> None:
+        entry = weights_registry.get(model)
+        if entry.task != "detection":
+            known = ", ".join(e.name for e in weights_registry.entries("detection"))
+            raise ValueError(f"{model!r} is a {entry.task} model; detection models: {known}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if not 0.0 <= iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+        if max_detections < 1:
+            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+        if input_size is not None and input_size < 32:
+            raise ValueError(f"input_size must be >= 32 pixels, got {input_size}")
+
+        self.entry = entry
+        self.score_threshold = float(score_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.max_detections = int(max_detections)
+        self.device = torch.device(device)
+        self._class_ids = _class_ids(entry.categories, classes)
+
+        resolved = weights_registry.resolve(entry, weights)
+        net = entry.build(seed=seed)
+        weights_registry.load_weights(net, resolved, name=entry.name)
+        if input_size is not None:
+            _set_input_size(net, int(input_size))
+        # Model-internal post-processing does the same thresholds so it does not drop boxes we
+        # would keep; with a class filter its per-image cap is lifted, as filtering comes after.
+        cap = self.max_detections if self._class_ids is None else 100_000
+        _set_postprocess(net, self.score_threshold, self.iou_threshold, cap)
+        self.model: nn.Module = net.eval().to(self.device)
+        self.description: str = resolved.description
+        """Which weights were loaded, one line (e.g. "random weights (no pretrained file ...")."""
+        self.weights_source: str = resolved.source
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Detector:
+        """Build from any object or mapping with (some of) the ``__init__`` keyword names."""
+        names = ("model", "weights", "device", "score_threshold", "iou_threshold", "classes",
+                 "input_size", "max_detections", "seed")  # fmt: skip
+        if isinstance(cfg, Mapping):
+            kwargs = {k: cfg[k] for k in names if k in cfg}
+        else:
+            kwargs = {k: getattr(cfg, k) for k in names if hasattr(cfg, k)}
+        if kwargs.get("classes") is not None:
+            kwargs["classes"] = list(kwargs["classes"])
+        if kwargs.get("weights") is not None:
+            kwargs["weights"] = str(kwargs["weights"])
+        return cls(**kwargs)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names indexed by ``Detections.class_id`` (torchvision COCO: 0 = background)."""
+        return self.entry.categories
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect objects in a batch of frames, in one forward pass.
+
+        Args:
+            frames: ``(H, W, 3) uint8 RGB`` arrays; sizes may differ.
+
+        Returns:
+            One :class:`Detections` per frame, ``xyxy`` in that frame's pixels, sorted by score
+            descending; ``Detections.empty()`` where nothing passes.
+        """
+        if len(frames) == 0:
+            return []
+        images = [self._to_tensor(f) for f in frames]
+        with torch.inference_mode():
+            outputs = self.model(images)
+        return [self._postprocess(out) for out in outputs]
+
+    def __repr__(self) -> str:
+        return (f"Detector(model={self.entry.name!r}, device={str(self.device)!r}, "
+                f"weights={self.weights_source!r})")  # fmt: skip
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _to_tensor(self, frame: np.ndarray) -> torch.Tensor:
+        """``(H, W, 3) uint8`` -> ``(3, H, W) float32`` in [0, 1] on the device."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+            shape = getattr(frame, "shape", type(frame).__name__)
+            raise ValueError(f"frames must be (H, W, 3) uint8 RGB arrays, got shape {shape}")
+        if frame.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {frame.dtype}")
+        if not frame.flags.writeable:  # torch.from_numpy warns on read-only (e.g. shm) arrays
+            frame = frame.copy()
+        # Upload uint8 (4x fewer bytes than float) and convert on the device.
+        tensor = torch.from_numpy(frame).to(self.device, non_blocking=True)
+        return tensor.permute(2, 0, 1).float().div_(255.0)
+
+    def _postprocess(self, out: Mapping[str, torch.Tensor]) -> Detections:
+        det = Detections(
+            xyxy=out["boxes"].float().cpu().numpy(),
+            score=out["scores"].float().cpu().numpy(),
+            class_id=out["labels"].cpu().numpy(),
+        )
+        keep = det.score >= self.score_threshold
+        if self._class_ids is not None:
+            keep &= np.isin(det.class_id, self._class_ids)
+        det = nms_detections(det[keep], self.iou_threshold)
+        return det[: self.max_detections] if len(det) else Detections.empty()
+
+
+def _class_ids(categories: tuple[str, ...], classes: Sequence[str] | None) -> np.ndarray | None:
+    """Label ids for the names in ``classes`` (None = all); ValueError lists the valid names."""
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        raise ValueError(f"classes must be a list of names, got the string {classes!r}")
+    valid = [c for c in categories if c not in _PLACEHOLDER_NAMES]
+    unknown = [c for c in classes if c not in valid]
+    if unknown:
+        raise ValueError(f"unknown classes {unknown}; valid classes: {', '.join(valid)}")
+    return np.array([i for i, c in enumerate(categories) if c in set(classes)], dtype=np.int64)
+
+
+def _set_input_size(model: nn.Module, input_size: int) -> None:
+    """Make the model's own transform resize frames to ``input_size`` (shorter side, pixels)."""
+    transform = getattr(model, "transform", None)
+    if transform is None:
+        raise ValueError(f"{type(model).__name__} has no resize transform to set input_size on")
+    if transform.fixed_size is not None:  # SSD: a fixed square input
+        transform.fixed_size = (input_size, input_size)
+        transform.min_size = (input_size,)
+        transform.max_size = input_size
+        return
+    ratio = transform.max_size / max(transform.min_size)
+    transform.min_size = (input_size,)
+    transform.max_size = round(input_size * ratio)
+
+
+def _set_postprocess(model: nn.Module, score: float, iou: float, cap: int) -> None:
+    """Set the score threshold, NMS IoU and per-image cap inside the torchvision model."""
+    heads = getattr(model, "roi_heads", model)  # R-CNN family: in roi_heads; RetinaNet/SSD: top
+    heads.score_thresh = score
+    heads.nms_thresh = iou
+    heads.detections_per_img = cap

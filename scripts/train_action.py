@@ -1,0 +1,250 @@
+"""Train the action forecaster (models.action.ActionLSTM) and write weights + metadata.
+
+Examples::
+
+    .venv/bin/python scripts/train_action.py --source synthetic --seed 0
+    .venv/bin/python scripts/train_action.py --source ntu --data ~/nturgbd_skeletons --epochs 40
+
+``--source synthetic`` draws pose sequences from ``stream.synthetic.motion_dataset`` (scripted
+figures, labels for now and each horizon). ``--source ntu`` reads NTU RGB+D ``.skeleton`` files
+under ``--data`` whose action has a vigil counterpart (models.ntu.NTU_TO_VIGIL); every horizon's
+label is the clip's action, held-out clips are those of performers ``P % 5 == 0``.
+
+Either way the raw keypoints go through the same resampling and normalisation the live pipeline
+uses (models.pose_buffer), so training and inference see identical features. The script writes
+``--out`` (state dict, float32) and ``--out`` with ``.json`` (vocabulary, rate, window, horizons,
+seed, held-out accuracy per horizon, ...) and prints one JSON line with the accuracies last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.action import ACTION_VOCAB, DEFAULT_WEIGHTS, ActionLSTM, flip_windows  # noqa: E402
+from models.action import save_checkpoint, window_features  # noqa: E402
+from models.pose_buffer import normalise_window, resample_track  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--source", choices=("synthetic", "ntu"), default="synthetic")
+    p.add_argument("--data", type=Path, help="directory of NTU .skeleton files (--source ntu)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, init and shuffling")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--n-train", type=int, default=6000, help="synthetic training sequences")
+    p.add_argument("--n-val", type=int, default=1500, help="synthetic held-out sequences")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--hidden", type=int, default=96, help="LSTM hidden size")
+    p.add_argument("--rate-hz", type=float, default=10.0, help="pose sampling rate, Hz")
+    p.add_argument("--window-s", type=float, default=2.0, help="input window, seconds")
+    p.add_argument("--horizons", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+                   help="forecast horizons, seconds (0 = the current action, an extra head)")
+    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weights file to write")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch logs")
+    args = p.parse_args(argv)
+    if args.source == "ntu" and args.data is None:
+        p.error("--source ntu needs --data DIR")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def labels_to_index(y: np.ndarray) -> np.ndarray:
+    """Labels as vocabulary indices (accepts indices or action names)."""
+    y = np.asarray(y)
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    lookup = {a: i for i, a in enumerate(ACTION_VOCAB)}
+    return np.vectorize(lambda s: lookup[str(s)], otypes=[np.int64])(y)
+
+
+def to_windows(raw: np.ndarray, rate_hz: float) -> np.ndarray:
+    """``(n, T, 17, 3)`` raw keypoints sampled at ``rate_hz`` -> normalised windows (same path
+    as the live PoseBuffer: occlusion filling, then one transform per window)."""
+    t = np.arange(raw.shape[1]) / rate_hz
+    return np.stack([normalise_window(resample_track(t, r, t)) for r in raw]).astype(np.float32)
+
+
+def corrupt(raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Detector-like noise on raw pixel keypoints: jitter and occluded spans of keypoints."""
+    out = raw.copy()
+    n, steps = out.shape[:2]
+    scale = np.ptp(out[:, :, :, 1], axis=(1, 2)).clip(20, None)  # person size, pixels
+    out[..., :2] += rng.normal(0, 0.015, out[..., :2].shape) * scale[:, None, None, None]
+    for i in range(n):
+        for _ in range(rng.integers(0, 4)):
+            j = rng.integers(0, 17)
+            a = rng.integers(0, steps)
+            out[i, a : a + rng.integers(1, steps // 2 + 1), j, 2] = 0.0
+    return out
+
+
+def synthetic_data(
+    args: argparse.Namespace, horizons: list[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from stream.synthetic import ACTIONS, motion_dataset
+
+    if tuple(ACTIONS) != ACTION_VOCAB:
+        raise SystemExit(f"stream.synthetic.ACTIONS {ACTIONS} != models.action vocabulary")
+    future = [h for h in horizons if h > 0]
+
+    def draw(seed: int, n: int, augment: bool) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        x, y_now, y_h = motion_dataset(rng, n, rate_hz=args.rate_hz, window_s=args.window_s,
+                                       horizons_s=tuple(future))  # fmt: skip
+        x = np.asarray(x, np.float32)
+        y_h = labels_to_index(np.asarray(y_h).reshape(len(x), len(future)))
+        by_h = {0.0: labels_to_index(y_now), **{h: y_h[:, k] for k, h in enumerate(future)}}
+        y = np.stack([by_h[h] for h in horizons], axis=1)
+        if augment:
+            x = np.concatenate([x, corrupt(x, rng)])
+            y = np.concatenate([y, y])
+        return to_windows(x, args.rate_hz), y
+
+    x_tr, y_tr = draw(args.seed, args.n_train, augment=True)
+    x_va, y_va = draw(args.seed + 10_000, args.n_val, augment=False)
+    return x_tr, y_tr, x_va, y_va
+
+
+def ntu_data(
+    args: argparse.Namespace, horizons: list[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from models.ntu import NTU_FPS, read_skeleton
+
+    steps = round(args.window_s * args.rate_hz)
+    sets: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}
+    files = sorted(Path(args.data).expanduser().rglob("*.skeleton"))
+    if not files:
+        raise SystemExit(f"no .skeleton files under {args.data}")
+    for path in files:
+        sk = read_skeleton(path)
+        if sk.vigil_action is None:
+            continue
+        kp = sk.primary()
+        if kp is None or sk.n_frames < 2:
+            continue
+        t = np.arange(sk.n_frames) / NTU_FPS
+        label = ACTION_VOCAB.index(sk.vigil_action)
+        val = (sk.performer or 0) % 5 == 0
+        end = t[0] + (steps - 1) / args.rate_hz
+        while end <= t[-1] + 1e-9:  # windows every 0.5 s through the clip
+            times = end - (steps - 1 - np.arange(steps)) / args.rate_hz
+            sets[val][0].append(normalise_window(resample_track(t, kp, times)))
+            sets[val][1].append(label)
+            end += 0.5
+    if not sets[False][0] or not sets[True][0]:
+        raise SystemExit("need NTU clips of mapped actions from training and held-out performers")
+
+    def stack(val: bool) -> tuple[np.ndarray, np.ndarray]:
+        x, y = sets[val]
+        return np.stack(x), np.repeat(np.asarray(y)[:, None], len(horizons), axis=1)
+
+    return (*stack(False), *stack(True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def accuracy(model: ActionLSTM, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Per-head accuracy ``(n_horizons,)`` of ``model`` on features ``x`` and labels ``y``."""
+    model.eval()
+    with torch.inference_mode():
+        pred = torch.cat([model(x[i : i + 1024]).argmax(-1) for i in range(0, len(x), 1024)])
+    return (pred == y).float().mean(0).numpy()
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    horizons = [float(h) for h in args.horizons]
+    t0 = time.monotonic()
+    load = synthetic_data if args.source == "synthetic" else ntu_data
+    x_tr, y_tr, x_va, y_va = load(args, horizons)
+    # Mirror augmentation: left/right walking and waving hands look alike to the task.
+    x_tr = np.concatenate([x_tr, flip_windows(x_tr)])
+    y_tr = np.concatenate([y_tr, y_tr])
+    f_tr = window_features(x_tr, args.rate_hz)
+    f_va = window_features(x_va, args.rate_hz)
+    yt, yv = torch.as_tensor(y_tr), torch.as_tensor(y_va)
+    print(f"data: {len(x_tr)} train / {len(x_va)} held-out windows of {x_tr.shape[1]} steps "
+          f"({time.monotonic() - t0:.1f} s)", flush=True)  # fmt: skip
+
+    model = ActionLSTM(n_actions=len(ACTION_VOCAB), n_horizons=len(horizons),
+                       in_features=f_tr.shape[-1], hidden=args.hidden)  # fmt: skip
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps_per_epoch = (len(f_tr) + args.batch_size - 1) // args.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs
+                                                * steps_per_epoch)  # fmt: skip
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.as_tensor(rng.permutation(len(f_tr)))
+        total = 0.0
+        for b in range(steps_per_epoch):
+            idx = order[b * args.batch_size : (b + 1) * args.batch_size]
+            logits = model(f_tr[idx])
+            loss = loss_fn(logits.flatten(0, 1), yt[idx].flatten())
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        if not args.quiet or epoch == args.epochs - 1:
+            acc = accuracy(model, f_va, yv)
+            accs = " ".join(f"{h:g}s={a:.3f}" for h, a in zip(horizons, acc, strict=True))
+            print(f"epoch {epoch + 1:3d}/{args.epochs} loss {total / len(f_tr):.4f} "
+                  f"held-out acc {accs} ({time.monotonic() - t0:.0f} s)", flush=True)  # fmt: skip
+    acc = accuracy(model, f_va, yv)
+    meta = {
+        "vocabulary": list(ACTION_VOCAB),
+        "rate_hz": args.rate_hz,
+        "window_s": args.window_s,
+        "horizons_s": horizons,
+        "features": "per step: 17 x (x, y, visible flag, vx, vy); x, y in torso lengths from "
+                    "the last mid-hip, y down; velocities per second",
+        "source": args.source,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "n_train_windows": len(x_tr),
+        "n_heldout_windows": len(x_va),
+        "heldout_accuracy": {f"{h:g}": round(float(a), 4) for h, a in zip(horizons, acc,
+                                                                          strict=True)},
+        "train_seconds": round(time.monotonic() - t0, 1),
+        "command": "scripts/train_action.py " + " ".join(sys.argv[1:]),
+    }  # fmt: skip
+    save_checkpoint(model, args.out, meta)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB) and "
+          f"{args.out.with_suffix('.json')}", flush=True)  # fmt: skip
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    meta = train(args)
+    print(json.dumps({"accuracy": meta["heldout_accuracy"], "seed": args.seed,
+                      "source": args.source}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Shared fixtures: synthetic videos made on the fly, free ports, the gpu marker."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_moving_box_video(
+    path: Path,
+    *,
+    n_frames: int = 20,
+    width: int = 160,
+    height: int = 96,
+    fps: int = 10,
+    codec: str = "libx264",
+) -> Path:
+    """A tiny video: a red box sliding right over grey, frame i at pts i/fps.
+
+    MP4 files are written with the index first (faststart), as streaming-ready files are, so a
+    truncated copy still opens and announces its full frame count."""
+    options = {"movflags": "faststart"} if path.suffix == ".mp4" else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = 10  # keyframes often, so a cut file still decodes
+        for i in range(n_frames):
+            img = np.full((height, width, 3), 60, np.uint8)
+            x = 5 + i * 3
+            img[20:70, x : x + 30] = (200, 40, 40)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture
+def tiny_video(tmp_path: Path) -> Path:
+    return write_moving_box_video(tmp_path / "tiny.mp4")
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,271 @@
+"""Tests for the weights registry: lookup, resolve specs, fetch with checksum, offline errors.
+
+Nothing here touches the internet: downloads go to an ``http.server`` on 127.0.0.1 or to a
+closed local port. ``VIGIL_CACHE`` points at a temp dir in every test.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from models import weights as W
+from models.weights import ResolvedWeights, WeightsEntry, WeightsError, WeightsRegistry
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty cache and no model packs."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("VIGIL_CACHE", str(root))
+    monkeypatch.setattr(W, "PACKS", {})
+    return root
+
+
+def _tiny_builder(**_: object) -> nn.Module:
+    return nn.Linear(3, 2)
+
+
+def make_entry(name: str = "tiny", url: str = "", sha256: str = "", **kw: object) -> WeightsEntry:
+    return WeightsEntry(name=name, task="detection", url=url, sha256=sha256,
+                        file_name=f"{name}.pth", builder=_tiny_builder,
+                        categories=("__background__", "thing"), **kw)  # fmt: skip
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over HTTP on 127.0.0.1; yields (directory, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def closed_port_url(file_name: str) -> str:
+    """A URL on a local port nobody listens on (connection refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{file_name}"
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+def test_register_duplicate_name_raises() -> None:
+    registry = WeightsRegistry()
+    registry.register(make_entry("a"))
+    with pytest.raises(ValueError, match="'a' is already registered"):
+        registry.register(make_entry("a"))
+
+
+def test_get_unknown_name_lists_known_names() -> None:
+    registry = WeightsRegistry()
+    registry.register(make_entry("alpha"))
+    registry.register(make_entry("beta"))
+    with pytest.raises(WeightsError, match=r"unknown model 'gamma'; known models: alpha, beta"):
+        registry.get("gamma")
+
+
+def test_global_registry_holds_the_torchvision_models() -> None:
+    detection = {e.name for e in W.entries("detection")}
+    assert detection == {
+        "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2",
+        "ssdlite320_mobilenet_v3_large",
+    }  # fmt: skip
+    assert [e.name for e in W.entries("keypoints")] == ["keypointrcnn_resnet50_fpn"]
+    assert {e.name for e in W.entries("segmentation")} == {
+        "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50",
+        "maskrcnn_resnet50_fpn_v2",
+    }  # fmt: skip
+    entry = W.get("fasterrcnn_mobilenet_v3_large_fpn")
+    assert entry.sha256 == "fb6a3cc7" and entry.file_name.endswith("-fb6a3cc7.pth")
+    assert entry.url.endswith("/" + entry.file_name)
+    assert len(entry.categories) == 91 and entry.categories[1] == "person"
+    assert len(W.get("deeplabv3_mobilenet_v3_large").categories) == 21
+    assert W.get("keypointrcnn_resnet50_fpn").categories == ("no person", "person")
+    for e in W.entries():  # every torchvision file name carries the checksum prefix
+        assert len(e.sha256) == 8 and f"-{e.sha256}." in e.file_name
+
+
+def test_entry_rejects_bad_fields() -> None:
+    with pytest.raises(ValueError, match="task must be one of"):
+        WeightsEntry("x", "tracking", "", "", "x.pth", _tiny_builder, ())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sha256 must be lowercase hex"):
+        make_entry(sha256="XYZ")
+
+
+def test_build_is_seeded_and_leaves_global_rng_alone() -> None:
+    entry = W.get("fasterrcnn_mobilenet_v3_large_320_fpn")
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = entry.build(seed=7).state_dict()
+    assert torch.equal(torch.rand(1), expected_next)
+    b = entry.build(seed=7).state_dict()
+    c = entry.build(seed=8).state_dict()
+    key = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
+
+
+def test_cache_dir_follows_env(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert W.cache_dir() == cache
+    assert make_entry().path == cache / "weights" / "tiny.pth"
+    monkeypatch.delenv("VIGIL_CACHE")
+    assert W.cache_dir() == Path.home() / ".cache" / "vigil"
+
+
+# --- resolve -------------------------------------------------------------------------------
+
+
+def test_resolve_none_is_random_init() -> None:
+    resolved = W.resolve(make_entry(), "none")
+    assert resolved.state_dict is None and resolved.source == "none"
+
+
+def test_resolve_path_round_trips_a_state_dict(tmp_path: Path) -> None:
+    source = nn.Linear(3, 2)
+    path = tmp_path / "w.pt"
+    torch.save(source.state_dict(), path)
+    resolved = W.resolve(make_entry(), path)
+    assert resolved.source == "path" and str(path) in resolved.description
+    target = nn.Linear(3, 2)
+    W.load_weights(target, resolved)
+    assert torch.equal(target.weight, source.weight) and torch.equal(target.bias, source.bias)
+    # a training checkpoint holding the state_dict under "state_dict" also loads
+    torch.save({"state_dict": source.state_dict(), "epoch": 3}, path)
+    assert torch.equal(W.resolve(make_entry(), str(path)).state_dict["bias"], source.bias)
+
+
+def test_resolve_missing_path_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(WeightsError, match=f"weights file not found: {missing}"):
+        W.resolve(make_entry(), str(missing))
+
+
+def test_resolve_corrupt_file_is_a_weights_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot load weights from"):
+        W.resolve(make_entry(), path)
+
+
+def test_load_weights_that_do_not_fit_is_a_weights_error() -> None:
+    other = ResolvedWeights(nn.Linear(5, 2).state_dict(), "path", "")
+    with pytest.raises(WeightsError, match="weights do not fit tiny"):
+        W.load_weights(nn.Linear(3, 2), other, name="tiny")
+    extra = ResolvedWeights({**nn.Linear(3, 2).state_dict(), "x": torch.zeros(1)}, "path", "")
+    with pytest.raises(WeightsError, match="1 unexpected keys"):
+        W.load_weights(nn.Linear(3, 2), extra, name="tiny")
+
+
+def test_resolve_pretrained_offline_names_file_and_path(cache: Path) -> None:
+    """Offline with no cached file: one line naming exactly what to place where."""
+    entry = make_entry(url=closed_port_url("tiny.pth"))
+    with pytest.raises(WeightsError) as info:
+        W.resolve(entry, "pretrained")
+    message = str(info.value)
+    assert "tiny.pth" in message and str(cache / "weights" / "tiny.pth") in message
+    assert "\n" not in message
+    assert list((cache / "weights").iterdir()) == []  # no partial file left behind
+
+
+def test_resolve_pretrained_uses_the_cached_file(cache: Path) -> None:
+    entry = make_entry(url=closed_port_url("tiny.pth"))
+    entry.path.parent.mkdir(parents=True)
+    torch.save(nn.Linear(3, 2).state_dict(), entry.path)
+    resolved = W.resolve(entry, "pretrained")
+    assert resolved.source == "pretrained" and set(resolved.state_dict) == {"weight", "bias"}
+
+
+def test_resolve_auto_prefers_cache_then_pack_then_random(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = make_entry(url=closed_port_url("tiny.pth"))  # auto must never try this URL
+    resolved = W.resolve(entry, "auto")
+    assert resolved.state_dict is None and resolved.source == "random"
+    assert (
+        str(entry.path) in resolved.description
+        and "vigil models fetch tiny" in resolved.description
+    )
+
+    pack = tmp_path / "sim"
+    pack.mkdir()
+    torch.save(nn.Linear(3, 2).state_dict(), pack / "tiny.pt")
+    monkeypatch.setattr(W, "PACKS", {"sim": pack, "missing": tmp_path / "nowhere"})
+    assert W.resolve(entry, "auto").source == "pack:sim"
+
+    entry.path.parent.mkdir(parents=True)
+    torch.save(nn.Linear(3, 2).state_dict(), entry.path)
+    assert W.resolve(entry, "auto").source == "pretrained"
+
+
+# --- fetch ---------------------------------------------------------------------------------
+
+
+def test_fetch_with_right_checksum_lands_in_cache(http_dir: tuple[Path, str], cache: Path) -> None:
+    root, base = http_dir
+    payload = b"\x00weights\xff" * 1000
+    (root / "tiny.pth").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    path = W.fetch(make_entry(url=f"{base}/tiny.pth", sha256=digest), progress=False)
+    assert path == cache / "weights" / "tiny.pth" and path.read_bytes() == payload
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.pth"]
+    # a torchvision-style 8-digit prefix is checked the way torch.hub checks it
+    path.unlink()
+    W.fetch(make_entry(url=f"{base}/tiny.pth", sha256=digest[:8]), progress=False)
+    assert path.read_bytes() == payload
+
+
+def test_fetch_with_wrong_checksum_fails_and_leaves_no_file(
+    http_dir: tuple[Path, str], cache: Path
+) -> None:
+    root, base = http_dir
+    payload = b"tampered" * 100
+    (root / "tiny.pth").write_bytes(payload)
+    entry = make_entry(url=f"{base}/tiny.pth", sha256="0" * 64)
+    with pytest.raises(WeightsError) as info:
+        W.fetch(entry, progress=False)
+    message = str(info.value)
+    assert "0" * 64 in message and hashlib.sha256(payload).hexdigest() in message
+    assert list((cache / "weights").iterdir()) == []
+
+
+def test_fetch_http_404_is_a_weights_error(http_dir: tuple[Path, str], cache: Path) -> None:
+    _, base = http_dir
+    with pytest.raises(WeightsError, match=r"could not download tiny\.pth .*HTTP 404"):
+        W.fetch(make_entry(url=f"{base}/tiny.pth"), progress=False)
+    assert list((cache / "weights").iterdir()) == []
+
+
+def test_fetch_times_out_on_a_silent_server(cache: Path) -> None:
+    """A server that accepts the connection but never answers must not hang the caller."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # connections complete in the backlog; nothing is ever sent
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/tiny.pth"
+        with pytest.raises(WeightsError, match=r"could not download tiny\.pth"):
+            W.fetch(make_entry(url=url), progress=False, timeout_s=0.3)
