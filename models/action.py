@@ -37,8 +37,15 @@ __all__ = [
 #: vigil's action vocabulary (the same tuple as ``stream.synthetic.ACTIONS``; models does not
 #: import stream, so it is repeated here and checked equal in the tests).
 ACTION_VOCAB: tuple[str, ...] = (
-    "stand", "walk", "wave", "sit_down", "sit", "stand_up", "fall", "lie",
-)  # fmt: skip
+    "stand",
+    "walk",
+    "wave",
+    "sit_down",
+    "sit",
+    "stand_up",
+    "fall",
+    "lie",
+)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "action_lstm.pt"
 
@@ -95,9 +102,14 @@ class ActionLSTM(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        self.config = {"n_actions": n_actions, "n_horizons": n_horizons,
-                       "in_features": in_features, "hidden": hidden, "layers": layers,
-                       "dropout": dropout}  # fmt: skip
+        self.config = {
+            "n_actions": n_actions,
+            "n_horizons": n_horizons,
+            "in_features": in_features,
+            "hidden": hidden,
+            "layers": layers,
+            "dropout": dropout,
+        }
         self.proj = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU())
         self.lstm = nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True)
         self.drop = nn.Dropout(dropout)
@@ -176,8 +188,9 @@ class ActionForecaster:
         for h in wanted:
             match = [i for i, th in enumerate(self.trained_horizons) if abs(th - h) < 1e-6]
             if not match:
-                raise ValueError(f"horizon {h} s not in the weights' horizons "
-                                 f"{list(self.trained_horizons)}")  # fmt: skip
+                raise ValueError(
+                    f"horizon {h} s not in the weights' horizons {list(self.trained_horizons)}"
+                )
             self._heads.append(match[0])
         self.horizons_s = wanted
 
@@ -246,8 +259,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if not meta_path.exists():
-        raise FileNotFoundError(f"action weights metadata not found: {meta_path} "
-                                f"(written by scripts/train_action.py next to {path.name})")  # fmt: skip
+        raise FileNotFoundError(
+            f"action weights metadata not found: {meta_path} "
+            f"(written by scripts/train_action.py next to {path.name})"
+        )
     meta = json.loads(meta_path.read_text())
     for key in ("vocabulary", "rate_hz", "window_s", "horizons_s"):
         if key not in meta:

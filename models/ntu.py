@@ -53,19 +53,73 @@ NTU_FPS = 30.0  # Kinect v2 frame rate of the NTU recordings
 FACE_CONFIDENCE = 0.2  # confidence given to the approximated nose/eyes/ears
 
 #: NTU RGB+D 60 action names by id (1-based, as in the file names).
-NTU_ACTIONS: dict[int, str] = dict(enumerate((
-    "drink water", "eat meal", "brush teeth", "brush hair", "drop", "pick up", "throw",
-    "sit down", "stand up", "clapping", "reading", "writing", "tear up paper", "put on jacket",
-    "take off jacket", "put on a shoe", "take off a shoe", "put on glasses", "take off glasses",
-    "put on a hat/cap", "take off a hat/cap", "cheer up", "hand waving", "kicking something",
-    "reach into pocket", "hopping", "jump up", "phone call", "play with phone/tablet",
-    "type on a keyboard", "point to something", "taking a selfie", "check time (from watch)",
-    "rub two hands", "nod head/bow", "shake head", "wipe face", "salute",
-    "put palms together", "cross hands in front", "sneeze/cough", "staggering", "falling down",
-    "headache", "chest pain", "back pain", "neck pain", "nausea/vomiting", "fan self",
-    "punch/slap", "kicking", "pushing", "pat on back", "point finger", "hugging",
-    "giving object", "touch pocket", "shaking hands", "walking towards", "walking apart",
-), start=1))  # fmt: skip
+NTU_ACTIONS: dict[int, str] = dict(
+    enumerate(
+        (
+            "drink water",
+            "eat meal",
+            "brush teeth",
+            "brush hair",
+            "drop",
+            "pick up",
+            "throw",
+            "sit down",
+            "stand up",
+            "clapping",
+            "reading",
+            "writing",
+            "tear up paper",
+            "put on jacket",
+            "take off jacket",
+            "put on a shoe",
+            "take off a shoe",
+            "put on glasses",
+            "take off glasses",
+            "put on a hat/cap",
+            "take off a hat/cap",
+            "cheer up",
+            "hand waving",
+            "kicking something",
+            "reach into pocket",
+            "hopping",
+            "jump up",
+            "phone call",
+            "play with phone/tablet",
+            "type on a keyboard",
+            "point to something",
+            "taking a selfie",
+            "check time (from watch)",
+            "rub two hands",
+            "nod head/bow",
+            "shake head",
+            "wipe face",
+            "salute",
+            "put palms together",
+            "cross hands in front",
+            "sneeze/cough",
+            "staggering",
+            "falling down",
+            "headache",
+            "chest pain",
+            "back pain",
+            "neck pain",
+            "nausea/vomiting",
+            "fan self",
+            "punch/slap",
+            "kicking",
+            "pushing",
+            "pat on back",
+            "point finger",
+            "hugging",
+            "giving object",
+            "touch pocket",
+            "shaking hands",
+            "walking towards",
+            "walking apart",
+        ),
+        start=1,
+    )
+)
 
 #: NTU action id -> vigil action, where vigil's vocabulary has one.
 NTU_TO_VIGIL: dict[int, str] = {
@@ -81,9 +135,19 @@ _NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 
 # COCO-17 index -> Kinect v2 joint index for the joints that exist in both.
 _BODY_MAP: dict[int, int] = {
-    5: 4, 6: 8, 7: 5, 8: 9, 9: 6, 10: 10,  # shoulders, elbows, wrists
-    11: 12, 12: 16, 13: 13, 14: 17, 15: 14, 16: 18,  # hips, knees, ankles
-}  # fmt: skip
+    5: 4,
+    6: 8,
+    7: 5,
+    8: 9,
+    9: 6,
+    10: 10,  # shoulders, elbows, wrists
+    11: 12,
+    12: 16,
+    13: 13,
+    14: 17,
+    15: 14,
+    16: 18,  # hips, knees, ankles
+}
 _TRACKING_CONF = np.array([0.0, 0.5, 1.0], np.float32)  # Kinect: not tracked, inferred, tracked
 
 
@@ -209,8 +273,9 @@ def read_skeleton(path: str | Path) -> NtuSkeleton:
         parts = lines[pos].split()
         pos += 1
         if len(parts) != expected:
-            raise NtuFormatError(path, pos, f"expected {expected} value(s) for {what}, "
-                                            f"got {len(parts)}")  # fmt: skip
+            raise NtuFormatError(
+                path, pos, f"expected {expected} value(s) for {what}, got {len(parts)}"
+            )
         try:
             return [float(p) for p in parts]
         except ValueError as exc:
@@ -219,8 +284,9 @@ def read_skeleton(path: str | Path) -> NtuSkeleton:
     def next_count(what: str, limit: int) -> int:
         (value,) = next_values(1, what)
         if value != int(value) or not 0 <= value <= limit:
-            raise NtuFormatError(path, pos, f"{what} must be an integer in [0, {limit}], "
-                                            f"got {value:g}")  # fmt: skip
+            raise NtuFormatError(
+                path, pos, f"{what} must be an integer in [0, {limit}], got {value:g}"
+            )
         return int(value)
 
     n_frames = next_count("the frame count", 100_000)
@@ -242,8 +308,9 @@ def read_skeleton(path: str | Path) -> NtuSkeleton:
                 vals = next_values(12, f"joint {j} of frame {f}")
                 state = int(vals[11])
                 if state not in (0, 1, 2):
-                    raise NtuFormatError(path, pos, f"joint tracking state must be 0, 1 or 2, "
-                                                    f"got {vals[11]:g}")  # fmt: skip
+                    raise NtuFormatError(
+                        path, pos, f"joint tracking state must be 0, 1 or 2, got {vals[11]:g}"
+                    )
                 joints[j] = (vals[5], vals[6], _TRACKING_CONF[state])
             if not np.all(np.isfinite(joints)):
                 raise NtuFormatError(path, body_line, "non-finite joint coordinates")
@@ -260,6 +327,9 @@ def read_skeleton(path: str | Path) -> NtuSkeleton:
             kp[f] = k
         bodies[body_id] = kp
     name = parse_name(path)
-    fields = dict(zip(("setup", "camera", "performer", "replication", "action_id"), name,
-                      strict=True)) if name else {}  # fmt: skip
+    fields = (
+        dict(zip(("setup", "camera", "performer", "replication", "action_id"), name, strict=True))
+        if name
+        else {}
+    )
     return NtuSkeleton(str(path), n_frames, bodies, **fields)

@@ -84,8 +84,9 @@ class PeopleAnalytics:
         self.min_persist = int(min_persist)
         rate = forecaster.rate_hz if forecaster else 10.0
         window = forecaster.window_s if forecaster else 2.0
-        self.buffers = PoseBuffers(max_tracks=max_tracks, rate_hz=rate, window_s=window,
-                                   conf_thresh=pose_conf_thresh)  # fmt: skip
+        self.buffers = PoseBuffers(
+            max_tracks=max_tracks, rate_hz=rate, window_s=window, conf_thresh=pose_conf_thresh
+        )
         self._tracks: dict[int, _TrackInfo] = {}
         self._hyst: dict[tuple[int, float], _Hysteresis] = {}
         self._last_pts: float | None = None
@@ -136,9 +137,18 @@ class PeopleAnalytics:
             for f in forecasts:
                 ev = self._hysteresis(f.track_id, f.horizon_s, f.action, f.p)
                 if ev:
-                    events.append(("action.forecast", {"track": f.track_id, "action": f.action,
-                                                       "horizon_s": f.horizon_s, "p": f.p,
-                                                       "probs": dict(f.probs)}))  # fmt: skip
+                    events.append(
+                        (
+                            "action.forecast",
+                            {
+                                "track": f.track_id,
+                                "action": f.action,
+                                "horizon_s": f.horizon_s,
+                                "p": f.p,
+                                "probs": dict(f.probs),
+                            },
+                        )
+                    )
         return events
 
     def finish(self) -> list[Event]:
@@ -170,10 +180,16 @@ class PeopleAnalytics:
         for key in [k for k in self._hyst if k[0] == tid]:
             del self._hyst[key]
         if info is None:
-            return ("track.end", {"track": tid, "label": "person", "frames": 0,
-                                  "duration_s": 0.0})  # fmt: skip
-        return ("track.end", {"track": tid, "label": info.label, "frames": info.frames,
-                              "duration_s": round(info.last_pts - info.first_pts, 6)})  # fmt: skip
+            return ("track.end", {"track": tid, "label": "person", "frames": 0, "duration_s": 0.0})
+        return (
+            "track.end",
+            {
+                "track": tid,
+                "label": info.label,
+                "frames": info.frames,
+                "duration_s": round(info.last_pts - info.first_pts, 6),
+            },
+        )
 
     def _hysteresis(self, tid: int, horizon: float, action: str, p: float) -> bool:
         """Update one (track, horizon)'s state; True when an event should be emitted."""
@@ -216,8 +232,12 @@ def match_poses_to_boxes(
         if not vis.any():
             continue
         xy = keypoints[i, vis, :2]
-        inside = ((xy[:, None, 0] >= boxes[None, :, 0]) & (xy[:, None, 0] <= boxes[None, :, 2])
-                  & (xy[:, None, 1] >= boxes[None, :, 1]) & (xy[:, None, 1] <= boxes[None, :, 3]))  # fmt: skip
+        inside = (
+            (xy[:, None, 0] >= boxes[None, :, 0])
+            & (xy[:, None, 0] <= boxes[None, :, 2])
+            & (xy[:, None, 1] >= boxes[None, :, 1])
+            & (xy[:, None, 1] <= boxes[None, :, 3])
+        )
         kbox = np.array([[*xy.min(axis=0), *xy.max(axis=0)]])
         aff[i] = 0.5 * inside.mean(axis=0) + 0.5 * box_iou(kbox, boxes)[0]
     rows, cols = linear_sum_assignment(-aff)

@@ -151,8 +151,8 @@ class KalmanBoxFilter:
 
 _TENTATIVE, _TRACKED, _LOST = 0, 1, 2
 
-#: Chi-square 0.99 quantile for 4 degrees of freedom: the Mahalanobis gate of the association.
-GATE_CHI2 = 13.277
+#: Chi-square 0.95 quantile for 4 degrees of freedom (DeepSORT's gate on the association).
+GATE_CHI2 = 9.4877
 
 
 @dataclass
@@ -199,8 +199,9 @@ class ByteTracker:
         fallback_iou: float = 0.05,
     ) -> None:
         if not 0 <= low_thresh <= high_thresh <= 1:
-            raise ValueError(f"need 0 <= low_thresh <= high_thresh <= 1, got {low_thresh}, "
-                             f"{high_thresh}")  # fmt: skip
+            raise ValueError(
+                f"need 0 <= low_thresh <= high_thresh <= 1, got {low_thresh}, {high_thresh}"
+            )
         if min_hits < 1 or max_age < 0:
             raise ValueError(f"need min_hits >= 1 and max_age >= 0, got {min_hits}, {max_age}")
         self.high_thresh = high_thresh
@@ -254,14 +255,19 @@ class ByteTracker:
         matches2, _, _ = self._associate(un_tracks, low, det.xyxy, max(self.match_iou, 0.5))
         # Stage 3: tentative tracks vs the high-score detections left over.
         un_high_arr = np.asarray(un_high, np.int64)
-        matches3, un_tent, un_high = self._associate(tentative, un_high_arr, det.xyxy,
-                                                     self.match_iou)
+        matches3, un_tent, un_high = self._associate(
+            tentative, un_high_arr, det.xyxy, self.match_iou
+        )
         # Stage 4: loose fallback for confirmed tracks seen in the previous frame.
         taken = {t for t, _ in matches2}
-        recent = [i for i in un_tracks if i not in taken
-                  and self._tracks[i].last_frame == frame_idx - steps]  # fmt: skip
-        matches4, _, un_high = self._associate(recent, np.asarray(un_high, np.int64), det.xyxy,
-                                               self.fallback_iou, gate=False)
+        recent = [
+            i
+            for i in un_tracks
+            if i not in taken and self._tracks[i].last_frame == frame_idx - steps
+        ]
+        matches4, _, un_high = self._associate(
+            recent, np.asarray(un_high, np.int64), det.xyxy, self.fallback_iou, gate=False
+        )
         matched_tracks: set[int] = set()
         started: list[int] = []
         for ti, di in [*matches1, *matches2, *matches3, *matches4]:
@@ -385,14 +391,16 @@ def idf1(
         IDF1 in [0, 1]; 1.0 when there is nothing at all in either sequence.
     """
     if not (len(gt_ids_per_frame) == len(gt_boxes) == len(pred_ids) == len(pred_boxes)):
-        raise ValueError("gt_ids_per_frame, gt_boxes, pred_ids and pred_boxes need one entry "
-                         "per frame")  # fmt: skip
+        raise ValueError(
+            "gt_ids_per_frame, gt_boxes, pred_ids and pred_boxes need one entry per frame"
+        )
     gt_index: dict[int, int] = {}
     pr_index: dict[int, int] = {}
     n_gt = n_pred = 0
     overlap: dict[tuple[int, int], int] = {}
-    for g_ids, g_box, p_ids, p_box in zip(gt_ids_per_frame, gt_boxes, pred_ids, pred_boxes,
-                                          strict=True):  # fmt: skip
+    for g_ids, g_box, p_ids, p_box in zip(
+        gt_ids_per_frame, gt_boxes, pred_ids, pred_boxes, strict=True
+    ):
         g_ids = [int(i) for i in g_ids]
         p_keep = [k for k, i in enumerate(p_ids) if int(i) >= 0]
         p_ids_k = [int(p_ids[k]) for k in p_keep]

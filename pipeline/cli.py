@@ -214,10 +214,11 @@ def _execute(cfg: Any) -> int:
 
     if not cfg.sources:
         raise UserError("no sources: give an INPUT, or list sources in the config")
-    from models.weights import WeightsError, get
+    from models.perception import check_model
+    from models.weights import WeightsError
 
     try:
-        get(cfg.detect.model)
+        check_model(cfg.detect.model)
     except WeightsError as exc:
         raise UserError(str(exc)) from None
     totals = 0

@@ -66,10 +66,24 @@ class DetectConfig(_Strict):
     seed: int = Field(0, description="seed of random-init weights (identical across runs)")
 
 
+class PeopleConfig(_Strict):
+    enabled: bool = Field(True, description="track people and emit track.start / track.end")
+    person_class: str = Field("person", description="detector class name that is a person")
+    forecast: bool = Field(True, description="forecast actions from pose sequences (needs poses)")
+    forecaster_weights: str = Field("auto", description="auto (shipped) | none | path to .pt")
+    horizons_s: list[float] = Field([0.5, 1.0], description="forecast horizons, seconds ahead")
+    min_confidence: float = Field(0.6, ge=0, le=1, description="min p of an action.forecast event")
+    min_persist: int = Field(2, ge=1, description="consecutive agreeing forecasts before an event")
+    track_high_thresh: float = Field(0.5, ge=0, le=1, description="tracker: confident detections")
+    track_low_thresh: float = Field(0.1, ge=0, le=1, description="tracker: second-pass detections")
+    track_max_age: int = Field(30, ge=1, description="frames a lost track is kept before it ends")
+
+
 class OutputConfig(_Strict):
     dir: Path = Field(Path("out"), description="output folder")
     video: bool = Field(True, description="write DIR/annotated.mp4")
     events_file: bool = Field(True, description="write DIR/events.jsonl")
+    timings: bool = Field(False, description="write DIR/timings.jsonl: per-frame stage times")
     video_codec: str = Field("libx264", description="PyAV encoder for annotated.mp4")
     video_crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
 
@@ -109,6 +123,7 @@ class RuntimeConfig(_Strict):
 class VigilConfig(_Strict):
     sources: list[SourceConfig] = Field(default_factory=list, description="inputs (one today)")
     detect: DetectConfig = Field(default_factory=DetectConfig)
+    people: PeopleConfig = Field(default_factory=PeopleConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from models.results import FrameResult
+from pipeline.analytics import offline_event, online_event
 from pipeline.stages import StageContext
-from stream import events as ev
 from stream.transport import FrameRing, RingReader
 
 
@@ -50,17 +51,7 @@ def source_body(ctx: StageContext, cfg: dict[str, Any], src: dict[str, Any]) -> 
                 _send_event(
                     ctx,
                     out,
-                    ev.make_event(
-                        "stream.online",
-                        stream_id,
-                        frame=frame.frame_idx,
-                        pts=frame.pts,
-                        ts=frame.capture_ts,
-                        source=src["uri"],
-                        width=info.width,
-                        height=info.height,
-                        fps=round(info.fps, 3),
-                    ),
+                    online_event(stream_id, src["uri"], info, frame),
                 )
             while not free and not ctx.stopping():
                 msg = ctx.recv(credits, timeout_ms=200)
@@ -107,16 +98,7 @@ def source_body(ctx: StageContext, cfg: dict[str, Any], src: dict[str, Any]) -> 
         _send_event(
             ctx,
             out,
-            ev.make_event(
-                "stream.offline",
-                stream_id,
-                frame=last.frame_idx if last else None,
-                pts=last.pts if last else None,
-                ts=last.capture_ts if last else time.time(),
-                reason=reason,
-                frames_read=frames_read,
-                detail=detail,
-            ),
+            offline_event(stream_id, last, reason, frames_read, detail),
         )
         ctx.send(
             out,
@@ -150,16 +132,17 @@ def _send_event(ctx: StageContext, sock: Any, event: dict[str, Any]) -> None:
 
 
 def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
-    """Batch frames (across streams) and run detection with class-aware NMS."""
+    """Batch frames (across streams) and run the frame model: detection with class-aware NMS,
+    and poses and person masks where the model gives them."""
     import torch
 
-    from models.detection import Detector
+    from models.perception import build_perceiver
 
     rt, det_cfg = cfg["runtime"], cfg["detect"]
     if rt["torch_threads"]:
         torch.set_num_threads(rt["torch_threads"])
     device = resolve_device(det_cfg["device"])
-    detector = Detector(
+    perceiver = build_perceiver(
         model=det_cfg["model"],
         weights=det_cfg["weights"],
         device=device,
@@ -170,8 +153,8 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
         max_detections=det_cfg["max_detections"],
         seed=det_cfg["seed"],
     )
-    ctx.report("info", detector=f"{det_cfg['model']} on {device}: {detector.description}")
-    class_names = list(detector.class_names)
+    ctx.report("info", detector=f"{det_cfg['model']} on {device}: {perceiver.description}")
+    class_names = list(perceiver.class_names)
     inp, out = ctx.pull(ctx.endpoints.infer), ctx.push(ctx.endpoints.analytics)
     reader = RingReader()
     batch_size, wait_ms = det_cfg["batch_size"], det_cfg["batch_wait_ms"]
@@ -180,12 +163,12 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     def flush() -> None:
         if not pending:
             return
-        results = detector([reader.view(h["addr"]) for h in pending])
+        outputs = perceiver([reader.view(h["addr"]) for h in pending])
         now = time.time()
-        for header, dets in zip(pending, results):
+        for header, (dets, poses, masks) in zip(pending, outputs):
             header["result"]["class_names"] = class_names
             header["result"]["stage_ts"]["infer"] = now
-            ctx.send(out, header, dets.to_wire())
+            ctx.send(out, header, {**dets.to_wire(), **poses.to_wire(), **masks.to_wire()})
         pending.clear()
 
     eos_left = n_sources
@@ -217,58 +200,25 @@ def resolve_device(spec: str) -> str:
     return spec
 
 
-class ObjectCounter:
-    """Per-stream ``objects.count`` events: emitted when the per-class counts change and the
-    new counts have held for ``min_persist`` frames (so one flickering box is not an event)."""
-
-    def __init__(self, min_persist: int = 3) -> None:
-        self.min_persist = min_persist
-        self._published: dict[str, dict[str, int]] = {}
-        self._candidate: dict[str, tuple[dict[str, int], int]] = {}
-
-    def update(self, result: FrameResult) -> dict[str, Any] | None:
-        det = result.detections
-        counts: dict[str, int] = {}
-        for cid in det.class_id.tolist():
-            name = result.class_name(cid)
-            counts[name] = counts.get(name, 0) + 1
-        counts = dict(sorted(counts.items()))
-        sid = result.stream_id
-        if counts == self._published.get(sid, {}):
-            self._candidate.pop(sid, None)
-            return None
-        cand, seen = self._candidate.get(sid, (None, 0))
-        seen = seen + 1 if cand == counts else 1
-        self._candidate[sid] = (counts, seen)
-        if seen < self.min_persist:
-            return None
-        self._published[sid] = counts
-        self._candidate.pop(sid, None)
-        return ev.make_event(
-            "objects.count",
-            sid,
-            frame=result.frame_idx,
-            pts=result.pts,
-            ts=result.capture_ts,
-            counts=counts,
-        )
-
-
 def analytics_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
-    """Per-stream analytics on results: object counts (tracking and forecasts plug in here)."""
+    """Per-stream analytics (see :class:`pipeline.analytics.StreamAnalytics`) on each frame."""
+    from pipeline.analytics import StreamAnalytics
+
     inp, out = ctx.pull(ctx.endpoints.analytics), ctx.push(ctx.endpoints.publish)
-    counter = ObjectCounter()
+    analytics = StreamAnalytics(cfg["people"])
     eos_left = n_sources
     while eos_left:
         header, arrays = ctx.recv(inp)
+        if header["kind"] == "event" and header["event"]["type"] == "stream.offline":
+            for event in analytics.finish(header["event"]["stream"]):
+                _send_event(ctx, out, event)
         if header["kind"] != "frame":
             ctx.send(out, header)
             eos_left -= header["kind"] == "eos"
             continue
         result = FrameResult.from_wire(header["result"], arrays)
         ctx.maybe_fault(result.frame_idx)
-        event = counter.update(result)
-        if event is not None:
+        for event in analytics.update(result):
             _send_event(ctx, out, event)
         result.stage_ts["analytics"] = time.time()
         res_header, res_arrays = result.to_wire()
@@ -298,6 +248,7 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
         if pub_cfg["frames"]
         else None
     )
+    timings = open(out_dir / "timings.jsonl", "w") if out_cfg["timings"] else None  # noqa: SIM115
     reader = RingReader()
     videos: dict[str, VideoFileSink] = {}
     credits: dict[str, zmq.Socket] = {}
@@ -337,6 +288,11 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
                         sid, drawn, {"stream": sid, "frame": result.frame_idx, "pts": result.pts}
                     )
                 done_frames += 1
+                if timings is not None:
+                    stamps = {**result.stage_ts, "publish": time.time()}
+                    timings.write(
+                        json.dumps({"stream": sid, "frame": result.frame_idx, **stamps}) + "\n"
+                    )
                 now = time.monotonic()
                 if now - last_report > 0.2:
                     ctx.report("progress", frames=done_frames, events=publisher.published)
@@ -358,6 +314,8 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
         for video in videos.values():
             video.abort()
         publisher.close()
+        if timings is not None:
+            timings.close()
         if feed is not None:
             ctx.report("feed", sent=feed.sent, dropped=feed.dropped)
             feed.close()

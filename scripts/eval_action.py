@@ -2,7 +2,7 @@
 
 Example::
 
-    .venv/bin/python scripts/eval_action.py            # 3000 sequences, 6 crossing scenes
+    .venv/bin/python scripts/eval_action.py            # 3000 sequences, 12 crossing scenes
     .venv/bin/python scripts/eval_action.py --quick    # 600 sequences, 2 crossing scenes
 
 Reports, for the forecaster: accuracy per horizon and per true class on sequences from
@@ -44,12 +44,13 @@ FORCED_NEXT = {"sit_down": "sit", "fall": "lie"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--weights", default="auto", help='"auto" (shipped) or a .pt path')
     p.add_argument("--seed", type=int, default=20251127, help="held-out data seed")
     p.add_argument("--n", type=int, default=3000, help="held-out sequences")
-    p.add_argument("--scenes", type=int, default=6, help="crossing scenes for IDF1")
+    p.add_argument("--scenes", type=int, default=12, help="crossing scenes for IDF1")
     p.add_argument("--quick", action="store_true", help="600 sequences, 2 scenes, no oracle")
     p.add_argument("--out-dir", type=Path, default=Path("eval_out"), help="PNG output folder")
     p.add_argument("--threads", type=int, default=1)
@@ -67,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def held_out(fc: ActionForecaster, seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Windows ``(n, T, 17, 3)``, labels now ``(n,)`` and at each horizon ``(n, H)``."""
     rng = np.random.default_rng(seed)
-    x, y_now, y_h = synthetic.motion_dataset(rng, n, rate_hz=fc.rate_hz, window_s=fc.window_s,
-                                             horizons_s=fc.horizons_s)  # fmt: skip
+    x, y_now, y_h = synthetic.motion_dataset(
+        rng, n, rate_hz=fc.rate_hz, window_s=fc.window_s, horizons_s=fc.horizons_s
+    )
     t = np.arange(x.shape[1]) / fc.rate_hz
     windows = np.stack([normalise_window(resample_track(t, r, t)) for r in x])
     return windows, np.asarray(y_now), np.asarray(y_h)
@@ -80,8 +82,14 @@ def predictable(y_now: np.ndarray, y_h: np.ndarray) -> np.ndarray:
     return (y_h == y_now) | (y_h == forced[y_now])
 
 
-def oracle_accuracy(seed: int, n: int, horizons: tuple[float, ...], rate_hz: float,
-                    window_s: float, draws: int = 200) -> dict[str, float]:  # fmt: skip
+def oracle_accuracy(
+    seed: int,
+    n: int,
+    horizons: tuple[float, ...],
+    rate_hz: float,
+    window_s: float,
+    draws: int = 200,
+) -> dict[str, float]:
     """Accuracy of the best possible guess given the current segment (action, age) and the
     scripts' transition law: a ceiling no pose model can beat (Monte Carlo over futures)."""
     rng = np.random.default_rng(seed + 1)
@@ -89,8 +97,7 @@ def oracle_accuracy(seed: int, n: int, horizons: tuple[float, ...], rate_hz: flo
     duration = span + max(horizons) + 8.0
     best = {h: [] for h in horizons}
     for _ in range(n):
-        sc = synthetic.random_script(rng, duration_s=duration, width=640, height=360,
-                                     figure_id=1)  # fmt: skip
+        sc = synthetic.random_script(rng, duration_s=duration, width=640, height=360, figure_id=1)
         t = float(rng.uniform(span, duration - max(horizons)))
         seg = next(s for s in sc.segments if t < s.end_s)
         for h in horizons:
@@ -105,12 +112,12 @@ def oracle_accuracy(seed: int, n: int, horizons: tuple[float, ...], rate_hz: flo
                     left += float(rng.uniform(*synthetic._DURATION[action]))
                 counts[action] = counts.get(action, 0) + 1
             best[h].append(max(counts.values()) / draws)
-    return {f"{h:g}": round(float(np.mean(v)), 4) for h, v in best.items()}
+    return {str(float(h)): round(float(np.mean(v)), 4) for h, v in best.items()}
 
 
 def confusion_png(conf: np.ndarray, labels: tuple[str, ...], title: str, path: Path) -> None:
     """Row-normalised confusion matrix (rows = truth) drawn with OpenCV."""
-    cell, left, top = 64, 110, 120
+    cell, left, top = 64, 110, 160
     n = len(labels)
     img = np.full((top + n * cell + 20, left + n * cell + 20, 3), 255, np.uint8)
     rows = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
@@ -125,14 +132,14 @@ def confusion_png(conf: np.ndarray, labels: tuple[str, ...], title: str, path: P
             cv2.rectangle(img, (x0, y0), (x0 + cell, y0 + cell), (180, 180, 180), 1)
             colour = (255, 255, 255) if v > 0.6 else (0, 0, 0)
             cv2.putText(img, f"{v:.2f}", (x0 + 12, y0 + 38), font, 0.45, colour, 1, cv2.LINE_AA)
-        cv2.putText(img, labels[i], (8, top + i * cell + 38), font, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)  # fmt: skip
+        cv2.putText(img, labels[i], (8, top + i * cell + 38), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         label_img = np.full((cell, 100, 3), 255, np.uint8)
         cv2.putText(label_img, labels[i], (2, 40), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         rot = cv2.rotate(label_img, cv2.ROTATE_90_COUNTERCLOCKWISE)  # (100, cell)
         img[top - 100 - 4 : top - 4, left + i * cell : left + (i + 1) * cell] = rot
-    cv2.putText(img, "true (rows) / predicted (columns)", (10, 48), font, 0.45, (80, 80, 80), 1,
-                cv2.LINE_AA)  # fmt: skip
+    cv2.putText(
+        img, "true (rows) / predicted (columns)", (10, 48), font, 0.45, (80, 80, 80), 1, cv2.LINE_AA
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img)
 
@@ -152,17 +159,25 @@ def crossing_scene(seed: int, duration_s: float = 6.0) -> synthetic.Scene:
     ):
         ground_y, h = synthetic.figure_layout(360, depth + float(rng.uniform(-0.05, 0.05)))
         speed = direction * float(rng.uniform(0.5, 0.65)) * h
-        figures.append(synthetic.FigureScript(
-            figure_id=i + 1, segments=(synthetic.Segment("walk", 0.0, duration_s),), x0=x0,
-            ground_y=ground_y, height_px=h, speed_px_s=speed,
-            color=synthetic._SHIRTS[i % len(synthetic._SHIRTS)], walk_bounds=None,
-        ))  # fmt: skip
+        figures.append(
+            synthetic.FigureScript(
+                figure_id=i + 1,
+                segments=(synthetic.Segment("walk", 0.0, duration_s),),
+                x0=x0,
+                ground_y=ground_y,
+                height_px=h,
+                speed_px_s=speed,
+                color=synthetic._SHIRTS[i % len(synthetic._SHIRTS)],
+                walk_bounds=None,
+            )
+        )
     return synthetic.Scene(seed, 640, 360, 15.0, duration_s, tuple(figures), ())
 
 
 def simulated_detections(gt_objects: list[dict], rng: np.random.Generator) -> Detections:
-    """Detector stand-in: GT person boxes with jitter (2 % of the height); score falls with the share of hidden
-    keypoints (ByteTrack's low-score regime), mostly hidden people are missed."""
+    """Detector stand-in: GT person boxes with jitter (2 % of the height); the score falls with
+    the share of hidden keypoints (ByteTrack's low-score regime); mostly hidden people are
+    usually missed."""
     boxes, scores = [], []
     for obj in gt_objects:
         if obj["class"] != "person":
@@ -213,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
     fc = ActionForecaster(weights=args.weights, horizons_s=None)
-    print(f"weights: {fc.weights_source}; horizons {list(fc.horizons_s)} s; "
-          f"held-out seed {args.seed}, {args.n} sequences")  # fmt: skip
+    print(
+        f"weights: {fc.weights_source}; horizons {list(fc.horizons_s)} s; "
+        f"held-out seed {args.seed}, {args.n} sequences"
+    )
     windows, y_now, y_h = held_out(fc, args.seed, args.n)
     pred = fc.predict_proba(windows).argmax(-1)  # (n, H)
     accuracy: dict[str, float] = {}
@@ -223,21 +240,27 @@ def main(argv: list[str] | None = None) -> int:
     header = "horizon  " + " ".join(f"{a[:8]:>8}" for a in ACTION_VOCAB) + "      all  predictable"
     print(header)
     for k, h in enumerate(fc.horizons_s):
-        key = f"{h:g}"
+        key = str(float(h))
         correct = pred[:, k] == y_h[:, k]
         accuracy[key] = round(float(correct.mean()), 4)
-        per_class[key] = {a: round(float(correct[y_h[:, k] == c].mean()), 4)
-                          for c, a in enumerate(ACTION_VOCAB) if (y_h[:, k] == c).any()}  # fmt: skip
+        per_class[key] = {
+            a: round(float(correct[y_h[:, k] == c].mean()), 4)
+            for c, a in enumerate(ACTION_VOCAB)
+            if (y_h[:, k] == c).any()
+        }
         mask = predictable(y_now, y_h[:, k])
         pred_acc[key] = round(float(correct[mask].mean()), 4)
         cells = " ".join(f"{per_class[key].get(a, float('nan')):8.3f}" for a in ACTION_VOCAB)
-        print(f"{h:5.2f} s  {cells} {accuracy[key]:8.3f} {pred_acc[key]:8.3f} "
-              f"({mask.mean():.0%} of windows)")  # fmt: skip
+        print(
+            f"{h:5.2f} s  {cells} {accuracy[key]:8.3f} {pred_acc[key]:8.3f} "
+            f"({mask.mean():.0%} of windows)"
+        )
         conf = np.zeros((len(ACTION_VOCAB),) * 2, np.int64)
         np.add.at(conf, (y_h[:, k], pred[:, k]), 1)
         png = args.out_dir / f"confusion_{key}s.png"
-        confusion_png(conf, ACTION_VOCAB, f"action forecast, horizon {h:g} s, acc "
-                      f"{accuracy[key]:.3f}", png)  # fmt: skip
+        confusion_png(
+            conf, ACTION_VOCAB, f"action forecast, horizon {h:g} s, acc {accuracy[key]:.3f}", png
+        )
         print(f"         confusion matrix -> {png}")
     oracle = None
     future = tuple(h for h in fc.horizons_s if h > 0)
@@ -245,13 +268,19 @@ def main(argv: list[str] | None = None) -> int:
         oracle = oracle_accuracy(args.seed, 400, future, fc.rate_hz, fc.window_s)
         print(f"oracle ceiling (knows current action + its age): {oracle}")
     score, per_scene = tracking_idf1(args.seed, args.scenes)
-    print(f"tracker IDF1 on {args.scenes} crossing scenes: {score:.4f} "
-          f"(per scene {[round(s, 3) for s in per_scene]})")  # fmt: skip
+    print(
+        f"tracker IDF1 on {args.scenes} crossing scenes: {score:.4f} "
+        f"(per scene {[round(s, 3) for s in per_scene]})"
+    )
     print(f"({time.monotonic() - t0:.0f} s)")
-    out = {"accuracy": {k: v for k, v in accuracy.items() if float(k) > 0},
-           "per_class": {k: v for k, v in per_class.items() if float(k) > 0},
-           "idf1": round(score, 4), "accuracy_now": accuracy.get("0"),
-           "accuracy_predictable": pred_acc, "oracle_ceiling": oracle}  # fmt: skip
+    out = {
+        "accuracy": {k: v for k, v in accuracy.items() if float(k) > 0},
+        "per_class": {k: v for k, v in per_class.items() if float(k) > 0},
+        "idf1": round(score, 4),
+        "accuracy_now": accuracy.get("0.0"),
+        "accuracy_predictable": pred_acc,
+        "oracle_ceiling": oracle,
+    }
     print(json.dumps(out))
     return 0
 

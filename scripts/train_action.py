@@ -30,14 +30,21 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.action import ACTION_VOCAB, DEFAULT_WEIGHTS, ActionLSTM, flip_windows  # noqa: E402
-from models.action import save_checkpoint, window_features  # noqa: E402
+from models.action import (  # noqa: E402  # noqa: E402
+    ACTION_VOCAB,
+    DEFAULT_WEIGHTS,
+    ActionLSTM,
+    flip_windows,
+    save_checkpoint,
+    window_features,
+)
 from models.pose_buffer import normalise_window, resample_track  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--source", choices=("synthetic", "ntu"), default="synthetic")
     p.add_argument("--data", type=Path, help="directory of NTU .skeleton files (--source ntu)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, init and shuffling")
@@ -49,8 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=96, help="LSTM hidden size")
     p.add_argument("--rate-hz", type=float, default=10.0, help="pose sampling rate, Hz")
     p.add_argument("--window-s", type=float, default=2.0, help="input window, seconds")
-    p.add_argument("--horizons", type=float, nargs="+", default=[0.0, 0.5, 1.0],
-                   help="forecast horizons, seconds (0 = the current action, an extra head)")
+    p.add_argument(
+        "--horizons",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5, 1.0],
+        help="forecast horizons, seconds (0 = the current action, an extra head)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weights file to write")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no per-epoch logs")
@@ -106,8 +118,9 @@ def synthetic_data(
 
     def draw(seed: int, n: int, augment: bool) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
-        x, y_now, y_h = motion_dataset(rng, n, rate_hz=args.rate_hz, window_s=args.window_s,
-                                       horizons_s=tuple(future))  # fmt: skip
+        x, y_now, y_h = motion_dataset(
+            rng, n, rate_hz=args.rate_hz, window_s=args.window_s, horizons_s=tuple(future)
+        )
         x = np.asarray(x, np.float32)
         y_h = labels_to_index(np.asarray(y_h).reshape(len(x), len(future)))
         by_h = {0.0: labels_to_index(y_now), **{h: y_h[:, k] for k, h in enumerate(future)}}
@@ -185,15 +198,23 @@ def train(args: argparse.Namespace) -> dict:
     f_tr = window_features(x_tr, args.rate_hz)
     f_va = window_features(x_va, args.rate_hz)
     yt, yv = torch.as_tensor(y_tr), torch.as_tensor(y_va)
-    print(f"data: {len(x_tr)} train / {len(x_va)} held-out windows of {x_tr.shape[1]} steps "
-          f"({time.monotonic() - t0:.1f} s)", flush=True)  # fmt: skip
+    print(
+        f"data: {len(x_tr)} train / {len(x_va)} held-out windows of {x_tr.shape[1]} steps "
+        f"({time.monotonic() - t0:.1f} s)",
+        flush=True,
+    )
 
-    model = ActionLSTM(n_actions=len(ACTION_VOCAB), n_horizons=len(horizons),
-                       in_features=f_tr.shape[-1], hidden=args.hidden)  # fmt: skip
+    model = ActionLSTM(
+        n_actions=len(ACTION_VOCAB),
+        n_horizons=len(horizons),
+        in_features=f_tr.shape[-1],
+        hidden=args.hidden,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps_per_epoch = (len(f_tr) + args.batch_size - 1) // args.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs
-                                                * steps_per_epoch)  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch
+    )
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(args.epochs):
         model.train()
@@ -212,8 +233,11 @@ def train(args: argparse.Namespace) -> dict:
         if not args.quiet or epoch == args.epochs - 1:
             acc = accuracy(model, f_va, yv)
             accs = " ".join(f"{h:g}s={a:.3f}" for h, a in zip(horizons, acc, strict=True))
-            print(f"epoch {epoch + 1:3d}/{args.epochs} loss {total / len(f_tr):.4f} "
-                  f"held-out acc {accs} ({time.monotonic() - t0:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"epoch {epoch + 1:3d}/{args.epochs} loss {total / len(f_tr):.4f} "
+                f"held-out acc {accs} ({time.monotonic() - t0:.0f} s)",
+                flush=True,
+            )
     acc = accuracy(model, f_va, yv)
     meta = {
         "vocabulary": list(ACTION_VOCAB),
@@ -221,28 +245,33 @@ def train(args: argparse.Namespace) -> dict:
         "window_s": args.window_s,
         "horizons_s": horizons,
         "features": "per step: 17 x (x, y, visible flag, vx, vy); x, y in torso lengths from "
-                    "the last mid-hip, y down; velocities per second",
+        "the last mid-hip, y down; velocities per second",
         "source": args.source,
         "seed": args.seed,
         "epochs": args.epochs,
         "n_train_windows": len(x_tr),
         "n_heldout_windows": len(x_va),
-        "heldout_accuracy": {f"{h:g}": round(float(a), 4) for h, a in zip(horizons, acc,
-                                                                          strict=True)},
+        "heldout_accuracy": {
+            str(float(h)): round(float(a), 4) for h, a in zip(horizons, acc, strict=True)
+        },
         "train_seconds": round(time.monotonic() - t0, 1),
         "command": "scripts/train_action.py " + " ".join(sys.argv[1:]),
-    }  # fmt: skip
+    }
     save_checkpoint(model, args.out, meta)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB) and "
-          f"{args.out.with_suffix('.json')}", flush=True)  # fmt: skip
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB) and "
+        f"{args.out.with_suffix('.json')}",
+        flush=True,
+    )
     return meta
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     meta = train(args)
-    print(json.dumps({"accuracy": meta["heldout_accuracy"], "seed": args.seed,
-                      "source": args.source}))  # fmt: skip
+    print(
+        json.dumps({"accuracy": meta["heldout_accuracy"], "seed": args.seed, "source": args.source})
+    )
     return 0
 
 

@@ -115,12 +115,20 @@ class JpegFrameFeed:
 
 
 class EventPublisher:
-    """Number, record and publish events.
+    """Number, journal, record and publish events.
 
-    Each event gets the next ``seq`` (gap-free from ``first_seq``), is appended to the JSON
-    lines file (if any) and flushed, then sent as ``[type, json]`` on the PUB endpoint (if any).
+    Each event gets the next ``seq``: from the journal when one is given (committed there
+    before anything else happens, and continuing after a restart), otherwise gap-free from
+    ``first_seq``. It is then appended to the JSON lines file (if any) and flushed, handed to
+    the Kafka sink (if any), and published as ``[type, json]`` on the PUB endpoint (if any) by
+    a :class:`stream.replay.FeedServer` thread that also sends heartbeats and serves the
+    replay endpoint (see that module for the wire protocol).
     With ``wait_subscribers`` > 0 the constructor waits, at most ``wait_timeout_s``, until that
-    many subscribers have joined, so that a subscriber started first misses nothing.
+    many event subscriptions have arrived, so that a subscriber started first misses nothing.
+    The publisher owns the journal and Kafka sink it is given and closes them in :meth:`close`.
+    ``curve_secret_key_file`` (a ``zmq.auth`` secret certificate) turns on CURVE encryption on
+    the event and replay endpoints; ``curve_clients_dir`` then also admits only the clients
+    whose public certificates are in that folder.
     """
 
     def __init__(
@@ -133,31 +141,84 @@ class EventPublisher:
         wait_subscribers: int = 0,
         wait_timeout_s: float = 10.0,
         linger_ms: int = 2000,
+        journal: Any = None,
+        replay_endpoint: str | None = None,
+        heartbeat_s: float | None = 1.0,
+        kafka: Any = None,
+        curve_secret_key_file: str | Path | None = None,
+        curve_clients_dir: str | Path | None = None,
     ) -> None:
-        self.next_seq = first_seq
+        from stream.replay import HEARTBEAT, FeedServer
+
+        self._journal = journal
+        self._kafka = kafka
+        self.next_seq = journal.head + 1 if journal is not None else first_seq
         self.published = 0
+        self.live_dropped = 0
         self._file: TextIO | None = None
         if jsonl_path is not None:
             self._file = open(jsonl_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._sock: zmq.Socket | None = None
+        self._pipe: zmq.Socket | None = None
+        self._feed: FeedServer | None = None
+        self._auth: Any = None
+        if replay_endpoint and not endpoint:
+            raise ValueError("a replay endpoint needs an event endpoint too")
         if endpoint:
             if ctx is None:
                 raise ValueError("an endpoint needs a zmq.Context")
-            self._sock = ctx.socket(zmq.XPUB)
-            self._sock.setsockopt(zmq.LINGER, linger_ms)
-            self._sock.setsockopt(zmq.SNDHWM, 100_000)
-            self._sock.bind(endpoint)
-            if wait_subscribers > 0:
-                self._wait_for(wait_subscribers, wait_timeout_s)
+            public = secret = None
+            if curve_secret_key_file is not None:
+                import zmq.auth
 
-    def _wait_for(self, count: int, timeout_s: float) -> None:
-        assert self._sock is not None
+                public, secret = zmq.auth.load_certificate(str(curve_secret_key_file))
+                if secret is None:
+                    raise ValueError(f"{curve_secret_key_file} holds no CURVE secret key")
+                if curve_clients_dir is not None:
+                    from zmq.auth.thread import ThreadAuthenticator
+
+                    self._auth = ThreadAuthenticator(ctx)
+                    self._auth.start()
+                    self._auth.configure_curve(domain="*", location=str(curve_clients_dir))
+            sock = ctx.socket(zmq.XPUB)
+            sock.setsockopt(zmq.LINGER, linger_ms)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every joiner, to greet it with a heartbeat
+            if secret is not None:
+                sock.curve_secretkey, sock.curve_publickey = secret, public
+                sock.curve_server = True
+            sock.bind(endpoint)
+            hb_subscribed = False
+            if wait_subscribers > 0:
+                hb_subscribed = self._wait_for(sock, wait_subscribers, wait_timeout_s, HEARTBEAT)
+            pipe = f"inproc://vigil-feed-{id(self):x}"
+            self._feed = FeedServer(
+                ctx,
+                sock,
+                pipe,
+                journal_path=journal.path if journal is not None else None,
+                replay_endpoint=replay_endpoint,
+                heartbeat_s=heartbeat_s,
+                heartbeat_subscribed=hb_subscribed,
+                curve_public_key=public,
+                curve_secret_key=secret,
+            )
+            self._pipe = ctx.socket(zmq.PUSH)
+            self._pipe.setsockopt(zmq.SNDHWM, 100_000)
+            self._pipe.setsockopt(zmq.LINGER, 5000)
+            self._pipe.connect(pipe)
+            self._feed.start_and_wait()
+
+    @staticmethod
+    def _wait_for(sock: zmq.Socket, count: int, timeout_s: float, heartbeat: bytes) -> bool:
         joined = 0
+        hb = False
         deadline = time.monotonic() + timeout_s
         while joined < count and time.monotonic() < deadline:
-            if self._sock.poll(100, zmq.POLLIN):
-                msg = self._sock.recv()
-                if msg[:1] == b"\x01":
+            if sock.poll(100, zmq.POLLIN):
+                msg = sock.recv()
+                if msg[1:] == heartbeat:
+                    hb = msg[:1] == b"\x01"
+                elif msg[:1] == b"\x01":
                     joined += 1
         if joined < count:
             log.warning(
@@ -166,24 +227,62 @@ class EventPublisher:
                 count,
                 timeout_s,
             )
+        return hb
+
+    @property
+    def feed(self) -> Any:
+        """The :class:`stream.replay.FeedServer` thread (None without an endpoint)."""
+        return self._feed
 
     def publish(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Assign ``seq``, record, publish; returns the event as published."""
-        event["seq"] = self.next_seq
-        self.next_seq += 1
-        line = ev.dumps(event)
+        """Assign ``seq``, journal (committed), record, publish; returns the event."""
+        if self._journal is not None:
+            line = self._journal.append(event)
+        else:
+            event["seq"] = self.next_seq
+            line = ev.dumps(event)
+        self.next_seq = event["seq"] + 1
         if self._file is not None:
             self._file.write(line + "\n")
             self._file.flush()
-        if self._sock is not None:
-            self._sock.send_multipart([event["type"].encode(), line.encode()])
+        if self._kafka is not None:
+            self._kafka.produce(event, line)
+        if self._pipe is not None:
+            try:
+                self._pipe.send_multipart(
+                    [event["type"].encode(), line.encode(), str(event["seq"]).encode()],
+                    zmq.NOBLOCK,
+                )
+            except zmq.Again:  # feed thread stuck: journaled, so subscribers can still replay
+                self.live_dropped += 1
         self.published += 1
         return event
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Publish what is queued, stop the feed thread, close journal, file and Kafka sink."""
+        if self._pipe is not None:
+            from stream.replay import FeedServer
+
+            try:
+                self._pipe.send_multipart(FeedServer.stop_message(), zmq.NOBLOCK)
+            except zmq.Again:
+                log.warning("event feed queue full at close; live subscribers may miss the end")
+            self._pipe.close()
+            self._pipe = None
+        if self._feed is not None:
+            self._feed.join(timeout_s)
+            if self._feed.is_alive():
+                log.warning("event feed thread did not stop within %.1f s", timeout_s)
+            self._feed = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._sock is not None:
-            self._sock.close()  # LINGER lets queued events reach connected subscribers
-            self._sock = None
+        if self._kafka is not None:
+            self._kafka.close()
+            self._kafka = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None

@@ -376,7 +376,115 @@ def _fall_params(s: float, t: float, ph: float) -> np.ndarray:
     return p
 
 
+# ---- Anticipation cues ----------------------------------------------------------------------
+# Real people announce what they are about to do: a walker slows before stopping, someone about
+# to sit bends the knees and leans, someone about to fall staggers. So during the last
+# ``_CUE_S`` seconds of a segment that has a successor, the figure plays a prelude of the NEXT
+# action on top of the current one (the label stays the current action). Each (current, next)
+# pair has its own prelude; its amplitude rises with ``_smooth`` from 0 at the cue's onset to 1
+# at the segment's end, and stays at 1 while the next segment blends in, so motion is smooth.
+# Forced successors (sit_down -> sit, fall -> lie) need no prelude: the motion itself says so.
+_CUE_S = 0.75
+#: Fraction of walking speed shed by the end of a walk segment, by the next action.
+_WALK_SLOWDOWN: dict[str, float] = {"stand": 0.75, "sit_down": 0.6, "wave": 0.45}
+
+
+def _cue_span(seg: Segment) -> float:
+    """Seconds of prelude at the end of ``seg`` (shorter only for hand-made short segments)."""
+    return min(_CUE_S, 0.8 * (seg.end_s - seg.start_s))
+
+
+def _cue_phase(script: FigureScript, seg_idx: int, t: float) -> tuple[str | None, float, float]:
+    """``(next action or None, x, tau)``: the prelude's progress ``x`` in [0, 1] (1 from the
+    segment's end on) and ``tau``, seconds since the prelude's onset (may be negative)."""
+    if seg_idx + 1 >= len(script.segments):
+        return None, 0.0, 0.0
+    seg, nxt = script.segments[seg_idx], script.segments[seg_idx + 1].action
+    span = _cue_span(seg)
+    tau = t - (seg.end_s - span)
+    return nxt, min(max(tau / span, 0.0), 1.0), tau
+
+
+def _apply_cue(p: np.ndarray, cur: str, nxt: str, x: float, tau: float) -> None:
+    """Add the prelude of ``nxt`` (progress ``x``) to ``cur``'s pose parameters, in place."""
+    if x <= 0.0:
+        return
+    w = _smooth(x)
+    if cur in ("sit_down", "fall"):
+        return
+    if cur == "walk" and nxt in _WALK_SLOWDOWN:
+        # Shorter steps as the walker slows down (hip speed: see _walk_distance).
+        damp = 1.0 - 0.45 * w
+        for i in (_TL, _TR, _AFL, _AFR):
+            p[i] *= damp
+        for i in (_KL, _KR):
+            p[i] = 0.08 + (p[i] - 0.08) * damp
+    if nxt == "walk":  # weight shift onto the back leg, lean, the lead knee lifts: a first step
+        p[_LEAN] += 0.14 * w
+        p[_SWAY] += 0.025 * w
+        p[_TL] += 0.35 * w
+        p[_KL] += 0.45 * w
+        p[_TR] -= 0.1 * w
+        p[_AFL] -= 0.25 * w
+        p[_AFR] += 0.25 * w
+    elif nxt == "wave":  # the right hand rises toward the shoulder
+        p[_AFR] = p[_AFR] * (1.0 - w) + 0.35 * w
+        p[_AOR] += 0.75 * w
+        p[_EFR] += 1.3 * w
+    elif nxt == "sit_down":  # knees bend, hips go back, torso leans forward, arms forward
+        p[_TL] += 0.35 * w
+        p[_TR] += 0.35 * w
+        p[_KL] += 0.55 * w
+        p[_KR] += 0.55 * w
+        p[_LEAN] += 0.3 * w
+        p[_AFL] += 0.3 * w
+        p[_AFR] += 0.3 * w
+    elif nxt == "fall":  # stagger: sway and wobbling lean, stumbling legs, flailing arms
+        wob = math.sin(2 * math.pi * 2.6 * tau)
+        wob2 = math.sin(2 * math.pi * 3.3 * tau + 1.0)
+        p[_SWAY] += 0.03 * w * wob
+        p[_LEAN] += w * (0.1 + 0.08 * wob2)
+        p[_TL] += 0.22 * w * wob
+        p[_TR] -= 0.22 * w * wob
+        p[_KL] += 0.2 * w
+        p[_KR] += 0.2 * w
+        p[_AOL] += w * (0.8 + 0.3 * wob2)
+        p[_AOR] += w * (0.8 - 0.3 * wob2)
+        p[_EOL] += 0.4 * w
+        p[_EOR] += 0.4 * w
+    elif nxt == "stand" and cur == "wave":  # the waving arm comes down, the wave dies out
+        p[_AOR] -= 0.9 * w
+        p[_EOR] = p[_EOR] * (1.0 - 0.8 * w)
+    elif nxt == "stand_up" and cur == "sit":  # lean forward, feet drawn back, hands to the knees
+        p[_LEAN] += 0.4 * w
+        p[_KL] += 0.3 * w
+        p[_KR] += 0.3 * w
+        p[_AFL] += 0.45 * w
+        p[_AFR] += 0.45 * w
+        p[_EFL] -= 0.4 * w
+        p[_EFR] -= 0.4 * w
+    elif nxt == "stand_up" and cur == "lie":  # knees draw up, the torso props up on the arms
+        p[_PHI] -= 0.22 * w
+        p[_TL] += 0.6 * w
+        p[_TR] += 0.6 * w
+        p[_KL] += 1.0 * w
+        p[_KR] += 1.0 * w
+        p[_AOL] += 0.35 * w
+        p[_AOR] += 0.35 * w
+        p[_WIDTH] += 0.2 * w
+
+
 def _action_params(
+    script: FigureScript, seg_idx: int, t: float, gait: float, ph: float
+) -> np.ndarray:
+    p = _base_params(script, seg_idx, t, gait, ph)
+    nxt, x, tau = _cue_phase(script, seg_idx, t)
+    if nxt is not None:
+        _apply_cue(p, script.segments[seg_idx].action, nxt, x, tau)
+    return p
+
+
+def _base_params(
     script: FigureScript, seg_idx: int, t: float, gait: float, ph: float
 ) -> np.ndarray:
     seg = script.segments[seg_idx]
@@ -416,11 +524,18 @@ def _action_params(
 def _walk_distance(script: FigureScript, t: float) -> float:
     """Pixels walked (unsigned) from 0 to ``t``."""
     walked = 0.0
-    for seg in script.segments:
+    segs = script.segments
+    for i, seg in enumerate(segs):
         if seg.start_s >= t:
             break
-        if seg.action == "walk":
-            walked += min(t, seg.end_s) - seg.start_s
+        if seg.action != "walk":
+            continue
+        walked += min(t, seg.end_s) - seg.start_s
+        slow = _WALK_SLOWDOWN.get(segs[i + 1].action, 0.0) if i + 1 < len(segs) else 0.0
+        if slow > 0.0:  # decelerating prelude: speed falls by slow * _smooth over the cue
+            span = _cue_span(seg)
+            x = min(max((min(t, seg.end_s) - (seg.end_s - span)) / span, 0.0), 1.0)
+            walked -= slow * span * (x**3 - 0.5 * x**4)  # integral of _smooth from 0 to x
     return walked * abs(script.speed_px_s)
 
 

@@ -25,7 +25,9 @@ def test_model_shapes_and_features() -> None:
     w = np.random.default_rng(0).normal(size=(4, 20, 17, 3)).astype(np.float32)
     f = window_features(w, 10.0)
     assert f.shape == (4, 20, 85)
-    torch.testing.assert_close(f[:, 1:, 3], torch.as_tensor((w[:, 1:, 0, 0] - w[:, :-1, 0, 0]) * 10))
+    torch.testing.assert_close(
+        f[:, 1:, 3], torch.as_tensor((w[:, 1:, 0, 0] - w[:, :-1, 0, 0]) * 10)
+    )
     model = ActionLSTM(n_horizons=3)
     assert model(f).shape == (4, 3, len(ACTION_VOCAB))
     with pytest.raises(ValueError, match="B, T, 17, 3"):
@@ -77,20 +79,22 @@ def test_shipped_weights_small_with_metadata() -> None:
 
 
 def test_shipped_weights_forecast_held_out_synthetic() -> None:
-    """Shipped weights on held-out synthetic sequences (seed unseen in training) through the
-    live PoseBuffer path: accuracy at the 0.5 s horizon >= 0.9."""
+    """Shipped weights on held-out synthetic sequences (a seed training never used), through the
+    live PoseBuffer path: the issue's >= 0.9 at the 0.5 s horizon, and the current action.
+
+    Reachable because the synthetic figures announce their next action in the last ~0.75 s of a
+    segment (stream.synthetic's anticipation cues: slowing down, bending the knees, staggering,
+    raising a hand, ...), as real people do."""
     synthetic = pytest.importorskip("stream.synthetic")
     from models.pose_buffer import normalise_window, resample_track
 
-    fc = ActionForecaster(weights="auto", horizons_s=(0.5, 1.0))
+    fc = ActionForecaster(weights="auto", horizons_s=(0.0, 0.5, 1.0))
     rng = np.random.default_rng(424242)
-    x, _, y_h = synthetic.motion_dataset(rng, 400, rate_hz=fc.rate_hz, window_s=fc.window_s,
-                                         horizons_s=(0.5, 1.0))
+    x, _, y_h = synthetic.motion_dataset(
+        rng, 500, rate_hz=fc.rate_hz, window_s=fc.window_s, horizons_s=(0.0, 0.5, 1.0)
+    )
     t = np.arange(x.shape[1]) / fc.rate_hz
-    windows = np.stack([normalise_window(resample_track(t, r, t)) for r in np.asarray(x)])
-    probs = fc.predict_proba(windows)
-    y = np.asarray(y_h)
-    if y.dtype.kind not in "iu":
-        y = np.vectorize(ACTION_VOCAB.index)(y)
-    acc = (probs.argmax(-1) == y).mean(axis=0)
-    assert acc[0] >= 0.9, acc
+    windows = np.stack([normalise_window(resample_track(t, r, t)) for r in x])
+    correct = fc.predict_proba(windows).argmax(-1) == y_h  # (n, 3)
+    assert correct[:, 0].mean() >= 0.9, correct.mean(0)  # the current action
+    assert correct[:, 1].mean() >= 0.9, correct.mean(0)  # 0.5 s ahead

@@ -169,8 +169,9 @@ def test_empty_frames_and_validation() -> None:
 def test_tracker_idf1_on_rendered_synthetic_crossings() -> None:
     """Rendered synthetic scenes where two pairs of people walk through each other (GT boxes
     from the renderer, detector simulated by jitter, occlusion-dependent scores and misses):
-    IDF1 (models.tracking.idf1, IoU 0.5) over six scenes pooled >= 0.9 (measured 0.96; one
-    scene of the six has one identity swap)."""
+    IDF1 (models.tracking.idf1, IoU 0.5) over six scenes pooled >= 0.9 (measured 0.93;
+    scripts/eval_action.py reports it on 12 other scenes). Single scenes can drop to ~0.75 when
+    one identity swap happens in a crossing, so the pooled score is what is asserted."""
     synthetic = pytest.importorskip("stream.synthetic")
     pooled: list[list] = [[], [], [], []]
     for seed in range(6):
@@ -183,10 +184,18 @@ def test_tracker_idf1_on_rendered_synthetic_crossings() -> None:
         ):
             ground_y, h = synthetic.figure_layout(360, depth + float(rng.uniform(-0.05, 0.05)))
             speed = direction * float(rng.uniform(0.5, 0.65)) * h
-            figures.append(synthetic.FigureScript(
-                figure_id=i + 1, segments=(synthetic.Segment("walk", 0.0, 6.0),),
-                x0=x0, ground_y=ground_y, height_px=h, speed_px_s=speed,
-                color=(200, 40 * i, 40), walk_bounds=None))  # fmt: skip
+            figures.append(
+                synthetic.FigureScript(
+                    figure_id=i + 1,
+                    segments=(synthetic.Segment("walk", 0.0, 6.0),),
+                    x0=x0,
+                    ground_y=ground_y,
+                    height_px=h,
+                    speed_px_s=speed,
+                    color=(200, 40 * i, 40),
+                    walk_bounds=None,
+                )
+            )
         scene = synthetic.Scene(seed, 640, 360, 15.0, 6.0, tuple(figures), ())
         tracker = ByteTracker()
         g_ids, g_boxes, p_ids, p_boxes = [], [], [], []
@@ -208,8 +217,10 @@ def test_tracker_idf1_on_rendered_synthetic_crossings() -> None:
             p_ids.append(det.detections.track_id)
             p_boxes.append(det.detections.xyxy)
         assert crossings > 10  # the scene really has people hiding each other
-        for acc, part in zip(pooled, (g_ids, g_boxes, p_ids, p_boxes), strict=True):
-            acc += [[1000 * seed + i for i in ids] for ids in part] if acc is pooled[0] else part
-        pooled[2][-len(p_ids):] = [np.where(ids >= 0, 1000 * seed + ids, -1) for ids in p_ids]
+        # Pool scenes with identities made unique per scene.
+        pooled[0] += [[1000 * seed + i for i in ids] for ids in g_ids]
+        pooled[1] += g_boxes
+        pooled[2] += [np.where(ids >= 0, 1000 * seed + ids, -1) for ids in p_ids]
+        pooled[3] += p_boxes
     score = idf1(*pooled)
     assert score >= 0.9, score

@@ -310,6 +310,57 @@ def test_pose_is_continuous_across_segment_changes() -> None:
         assert step < 0.1 * script.height_px, [s.action for s in script.segments]
 
 
+def _knee_flex(kp: np.ndarray) -> float:
+    """Mean knee flexion in degrees (0 = straight legs)."""
+    out = []
+    for hip, knee, ankle in ((11, 13, 15), (12, 14, 16)):
+        a, b = kp[hip, :2] - kp[knee, :2], kp[ankle, :2] - kp[knee, :2]
+        cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        out.append(180.0 - math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
+    return float(np.mean(out))
+
+
+def test_anticipation_cue_before_sit_down() -> None:
+    """The last ~0.75 s of a stand before a sit_down shows the prelude (knees bend, hips drop,
+    torso leans) while the label is still stand; earlier the figure stands as usual."""
+    cued = _script(("stand", 2.0), ("sit_down", 1.0), ("sit", 1.0))
+    steady = _script(("stand", 4.0))
+    for t in (0.5, 1.0):  # before the cue: exactly the steady stand
+        np.testing.assert_allclose(pose_at(cued, t), pose_at(steady, t))
+    t = 1.95
+    assert action_at(cued, t) == "stand"
+    before, still = pose_at(cued, t), pose_at(steady, t)
+    assert _knee_flex(before) > _knee_flex(still) + 15
+    hip_drop = float(before[11:13, 1].mean() - still[11:13, 1].mean())
+    assert hip_drop > 0.01 * cued.height_px  # y grows downward
+    assert torso_angle(before) > torso_angle(still) + 8
+
+
+def test_anticipation_cues_differ_by_next_action() -> None:
+    """Just before a change, the pose says which action comes next: stand before walk / wave /
+    sit_down / fall gives clearly different poses; a walker slows down before stopping."""
+    nexts = ("walk", "wave", "sit_down", "fall")
+    poses = {}
+    for nxt in nexts:
+        script = _script(("stand", 2.0), (nxt, 1.0), walk_bounds=None)
+        assert action_at(script, 1.95) == "stand"
+        kp = pose_at(script, 1.95)[:, :2]
+        poses[nxt] = (kp - kp[11:13].mean(axis=0)) / script.height_px
+    base = pose_at(_script(("stand", 4.0)), 1.95)[:, :2]
+    base = (base - base[11:13].mean(axis=0)) / 90.0
+    for i, a in enumerate(nexts):
+        assert np.abs(poses[a] - base).max() > 0.05, a
+        for b in nexts[i + 1 :]:
+            assert np.abs(poses[a] - poses[b]).max() > 0.05, (a, b)
+    # A raised hand before a wave: the right wrist is well above where it hangs when standing.
+    assert poses["wave"][10, 1] < base[10, 1] - 0.1
+
+    walker = _script(("walk", 3.0), ("stand", 1.0), walk_bounds=None)
+    hip_x = [float(pose_at(walker, t)[11:13, 0].mean()) for t in (1.0, 1.1, 2.85, 2.95)]
+    assert abs(hip_x[3] - hip_x[2]) < 0.5 * abs(hip_x[1] - hip_x[0])
+    assert action_at(walker, 2.95) == "walk"
+
+
 def test_motion_dataset_shapes_labels_and_determinism() -> None:
     X, y_now, y_h = motion_dataset(np.random.default_rng(0), 6, rate_hz=5.0, window_s=2.0)
     assert X.shape == (6, 10, 17, 3) and X.dtype == np.float32

@@ -1,0 +1,166 @@
+"""Per-frame analytics shared by the process graph and in-process runners.
+
+:class:`StreamAnalytics` turns each stream's :class:`FrameResult` sequence into events: people
+tracking (``track.start``/``track.end``), action forecasts (``action.forecast``) and object
+counts (``objects.count``). It mutates the results (track ids, forecasts) and depends only on
+the input sequence, so the same frames always give the same events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from models.results import FrameResult
+from stream import events as ev
+
+
+def online_event(stream_id: str, uri: str, info: Any, first: Any) -> dict[str, Any]:
+    """``stream.online`` for a source with ``info`` (StreamInfo) and its first SourceFrame."""
+    from stream.sources import redact_uri
+
+    return ev.make_event(
+        "stream.online",
+        stream_id,
+        frame=first.frame_idx,
+        pts=first.pts,
+        ts=first.capture_ts,
+        source=redact_uri(uri),
+        width=info.width,
+        height=info.height,
+        fps=round(info.fps, 3),
+    )
+
+
+def offline_event(
+    stream_id: str, last: Any, reason: str, frames_read: int, detail: str = ""
+) -> dict[str, Any]:
+    """``stream.offline`` stamped with the last SourceFrame read (or now, if none was)."""
+    return ev.make_event(
+        "stream.offline",
+        stream_id,
+        frame=last.frame_idx if last else None,
+        pts=last.pts if last else None,
+        ts=last.capture_ts if last else time.time(),
+        reason=reason,
+        frames_read=frames_read,
+        detail=detail,
+    )
+
+
+class StreamAnalytics:
+    """Analytics for any number of streams, each with its own tracker state.
+
+    Args:
+        people_cfg: the ``people`` config section as a dict (see ``PeopleConfig``).
+    """
+
+    def __init__(self, people_cfg: dict[str, Any]) -> None:
+        self.people_cfg = people_cfg
+        self.forecaster = _make_forecaster(people_cfg) if people_cfg["enabled"] else None
+        self.counter = ObjectCounter()
+        self._people: dict[str, Any] = {}
+        self._last: dict[str, FrameResult] = {}
+
+    def update(self, result: FrameResult) -> list[dict[str, Any]]:
+        """Events of one frame, in order; fills ``result``'s track ids and forecasts."""
+        sid = result.stream_id
+        self._last[sid] = result
+        events: list[dict[str, Any]] = []
+        if self.people_cfg["enabled"]:
+            if sid not in self._people:
+                self._people[sid] = _make_people(self.people_cfg, result, self.forecaster)
+            events += _people_events(self._people[sid].update(result), result)
+        count = self.counter.update(result)
+        if count is not None:
+            events.append(count)
+        return events
+
+    def finish(self, stream_id: str) -> list[dict[str, Any]]:
+        """End of a stream: ``track.end`` for its open tracks, stamped with its last frame."""
+        people, last = self._people.pop(stream_id, None), self._last.pop(stream_id, None)
+        if people is None or last is None:
+            return []
+        return _people_events(people.finish(), last)
+
+
+class ObjectCounter:
+    """Per-stream ``objects.count`` events: emitted when the per-class counts change and the
+    new counts have held for ``min_persist`` frames (so one flickering box is not an event)."""
+
+    def __init__(self, min_persist: int = 3) -> None:
+        self.min_persist = min_persist
+        self._published: dict[str, dict[str, int]] = {}
+        self._candidate: dict[str, tuple[dict[str, int], int]] = {}
+
+    def update(self, result: FrameResult) -> dict[str, Any] | None:
+        det = result.detections
+        counts: dict[str, int] = {}
+        for cid in det.class_id.tolist():
+            name = result.class_name(cid)
+            counts[name] = counts.get(name, 0) + 1
+        counts = dict(sorted(counts.items()))
+        sid = result.stream_id
+        if counts == self._published.get(sid, {}):
+            self._candidate.pop(sid, None)
+            return None
+        cand, seen = self._candidate.get(sid, (None, 0))
+        seen = seen + 1 if cand == counts else 1
+        self._candidate[sid] = (counts, seen)
+        if seen < self.min_persist:
+            return None
+        self._published[sid] = counts
+        self._candidate.pop(sid, None)
+        return ev.make_event(
+            "objects.count",
+            sid,
+            frame=result.frame_idx,
+            pts=result.pts,
+            ts=result.capture_ts,
+            counts=counts,
+        )
+
+
+def _make_forecaster(people_cfg: dict[str, Any]) -> Any:
+    if not people_cfg["forecast"]:
+        return None
+    import torch
+
+    from models.action import ActionForecaster
+
+    torch.set_num_threads(1)  # small LSTM; leave the cores to inference
+    return ActionForecaster(
+        weights=people_cfg["forecaster_weights"], horizons_s=people_cfg["horizons_s"]
+    )
+
+
+def _make_people(people_cfg: dict[str, Any], result: FrameResult, forecaster: Any) -> Any:
+    from models.people import PeopleAnalytics
+
+    names = result.class_names
+    person_ids = {i for i, n in enumerate(names) if n == people_cfg["person_class"]}
+    return PeopleAnalytics(
+        person_class_ids=person_ids,
+        forecaster=forecaster,
+        tracker_kwargs={
+            "high_thresh": people_cfg["track_high_thresh"],
+            "low_thresh": people_cfg["track_low_thresh"],
+            "max_age": people_cfg["track_max_age"],
+        },
+        min_confidence=people_cfg["min_confidence"],
+        min_persist=people_cfg["min_persist"],
+    )
+
+
+def _people_events(pairs: list[tuple[str, dict]], result: FrameResult) -> list[dict[str, Any]]:
+    return [
+        ev.make_event(
+            kind,
+            result.stream_id,
+            frame=result.frame_idx,
+            pts=result.pts,
+            ts=result.capture_ts,
+            **fields,
+        )
+        for kind, fields in pairs
+    ]
