@@ -368,6 +368,28 @@ class FrameResult:
             self.class_names[class_id] if 0 <= class_id < len(self.class_names) else str(class_id)
         )
 
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able summary for ``detections.jsonl``: boxes (xyxy px, 1 decimal), class
+        names, scores, track ids (-1 = none), COCO-17 keypoints ``[x, y, conf]`` per pose with
+        its track id, and forecasts. Masks are left out (they go to the annotated video)."""
+        det, poses = self.detections, self.poses
+        return {
+            "stream": self.stream_id,
+            "frame": self.frame_idx,
+            "pts": round(self.pts, 6),
+            "boxes": np.round(det.xyxy, 1).tolist(),
+            "classes": [self.class_name(int(c)) for c in det.class_id],
+            "scores": np.round(det.score, 3).tolist(),
+            "tracks": (
+                det.track_id if det.track_id is not None else np.full(len(det), -1)
+            ).tolist(),
+            "poses": np.round(poses.keypoints, 2).tolist(),
+            "pose_tracks": (
+                poses.track_id if poses.track_id is not None else np.full(len(poses), -1)
+            ).tolist(),
+            "forecasts": [f.to_json() for f in self.forecasts],
+        }
+
     def to_wire(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Split into a JSON-able header and named arrays (see :mod:`stream.wire`)."""
         header = {

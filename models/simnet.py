@@ -9,8 +9,8 @@ One fully convolutional network gives, per frame, everything the offline demo ne
 - a person segmentation mask (logits at stride 2).
 
 Backbone: a small ResNet-ish encoder (strides 2..32, 16..128 channels) with an FPN-style
-top-down decoder to stride 4 (48 channels) and one more step to stride 2 for the mask. About
-0.6 M parameters; ~0.5 GFLOP for a 320x192 input.
+top-down decoder to stride 4 (32 channels) and one more step to stride 2 for the mask. About
+1.0 M parameters (3.9 MB as float32); roughly 1 GFLOP for a 320x192 input.
 
 Frames of any size are letterboxed: scaled so the longer side is ``input_size`` pixels (320 by
 default, INTER_AREA when shrinking), padded right / bottom with black to a multiple of 32. All
@@ -58,7 +58,7 @@ PAD_MULTIPLE = 32
 DEFAULT_WEIGHTS: Path = PACKS["sim"] / "simnet.pt"
 DEFAULT_METADATA: Path = DEFAULT_WEIGHTS.with_suffix(".json")
 #: sha256 of the shipped ``simnet.pt`` (a test checks the file against it).
-SHIPPED_SHA256 = ""
+SHIPPED_SHA256 = "c66b89d0388ad3c84afbe47daa0a6d0fdc676a38a3582e34da458580405935b8"
 #: Up to this many objects per image are used as training targets.
 MAX_OBJECTS = 32
 #: COCO-17 index of each joint's mirror image (left <-> right), for horizontal flips.
@@ -656,6 +656,11 @@ def _describe(resolved: weights_registry.ResolvedWeights) -> str:
     if resolved.source == "pack:sim":
         meta = load_metadata()
         how = f"trained by scripts/train_sim.py seed {meta['seed']}" if "seed" in meta else "?"
+        if isinstance(meta.get("init"), dict) and "seed" in meta["init"]:
+            how = (
+                f"trained by scripts/train_sim.py seed {meta['init']['seed']}, "
+                f"fine-tuned seed {meta['seed']}"
+            )
         try:
             rel = DEFAULT_WEIGHTS.relative_to(Path(__file__).resolve().parents[1])
         except ValueError:

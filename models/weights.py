@@ -416,3 +416,50 @@ _register_torchvision("maskrcnn_resnet50_fpn_v2", "segmentation",
 _register_torchvision("deeplabv3_mobilenet_v3_large", "segmentation", _SEG, aux_loss=True)
 _register_torchvision("lraspp_mobilenet_v3_large", "segmentation", _SEG)
 _register_torchvision("fcn_resnet50", "segmentation", _SEG, aux_loss=True)
+
+
+# --- OpenPifPaf (optional 'pose' extra) ---------------------------------------------------
+
+_OPENPIFPAF_URL = "http://github.com/openpifpaf/torchhub/releases/download/v0.13/"
+_OPENPIFPAF_PRE = {
+    "input": "RGB float in [0, 1], (3, H, W), ImageNet-normalised",
+    "resize": "longer side to long_edge, padded to 16k+1",
+    "long_edge": 641,
+    **_IMAGENET_NORM,
+}
+
+
+def _register_openpifpaf(checkpoint: str, file_name: str) -> None:
+    """Register one OpenPifPaf COCO-17 checkpoint (openpifpaf's ``plugins/coco`` URLs).
+
+    The files pickle the whole network (``{"model": Shell, "epoch": n}``), so
+    :func:`models.pose.PoseEstimator` loads them, not :func:`resolve`. Like torch.hub (which
+    openpifpaf uses with ``check_hash`` for these http URLs), the checksum is the 8-digit
+    sha256 prefix at the end of the file name.
+    """
+    register(
+        WeightsEntry(
+            name=f"openpifpaf_{checkpoint}",
+            task="keypoints",
+            url=_OPENPIFPAF_URL + file_name,
+            sha256=re.search(r"-([0-9a-f]{8})\.pkl$", file_name).group(1),  # type: ignore[union-attr]
+            file_name=file_name,
+            builder="models.pose:build_openpifpaf_net",
+            categories=("__background__", "person"),
+            preprocessing=_OPENPIFPAF_PRE,
+            license="AGPL-3.0 (openpifpaf); trained on COCO keypoints",
+            notes="OpenPifPaf CIF/CAF, COCO-17; needs the 'pose' extra (openpifpaf-vita)",
+            builder_kwargs={"checkpoint": checkpoint},
+        )
+    )
+
+
+_register_openpifpaf(
+    "shufflenetv2k16", "shufflenetv2k16-210820-232500-cocokp-slurm726069-edge513-o10s-7189450a.pkl"
+)
+_register_openpifpaf(
+    "shufflenetv2k30", "shufflenetv2k30-210821-003923-cocokp-slurm726072-edge513-o10s-5fe1c400.pkl"
+)
+_register_openpifpaf(
+    "resnet50", "resnet50-210830-150728-cocokp-slurm728641-edge513-o10s-ecd30da4.pkl"
+)

@@ -4,6 +4,7 @@
     vigil process INPUT --out DIR    one video file -> annotated.mp4 + events.jsonl (+ ZeroMQ)
     vigil run CONFIG                 run a YAML config (flags override it)
     vigil subscribe ENDPOINT         print events from a running vigil as JSON lines
+    vigil replay JOURNAL             print the events kept in an event journal
     vigil models list                the weights registry and what is cached
 
 Bad input (a missing or non-video file, an unknown config key, a bad endpoint) exits with
@@ -71,14 +72,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "process",
-        help="process one video file",
+        help="process a video file, or a batch archive of many",
         description="Process one video file: detect objects in every frame, "
         "write DIR/annotated.mp4 and DIR/events.jsonl, and optionally publish "
-        "events and annotated frames over ZeroMQ.",
+        "events and annotated frames over ZeroMQ.\n\n"
+        "Several INPUTs (or a folder, glob or @list.txt) make a batch archive: each video "
+        "goes to its own folder DIR/NAME/ and DIR/manifest.jsonl gets one line per input "
+        "(status done | failed | skipped, frames, duration_s, events, error, output, size, "
+        "mtime_ns). Re-running the same command skips inputs already done with the same size "
+        "and mtime and retries failed ones.",
+        epilog="exit status: 0 all inputs done (or skipped); 1 a stage failed, or (archive) "
+        "at least one input failed (see DIR/manifest.jsonl); 2 bad usage, config or input "
+        "(one file), or --engine ray without Ray; 130 interrupted (archive: rerun to resume).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", help="video file (any container/codec FFmpeg reads)")
+    p.add_argument(
+        "input",
+        nargs="+",
+        help="video file(s), folder(s) (recursive, by video extension), glob(s) or @list.txt "
+        "(one per line)",
+    )
     p.add_argument("--config", type=Path, help="YAML config to start from (default: built-in)")
     _add_run_flags(p)
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="archive: files processed at once (worker processes or Ray actors; default 1)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="archive: local worker processes (default) or Ray actors (pip install 'vigil[ray]')",
+    )
+    p.add_argument(
+        "--ray-address", help="archive: Ray cluster to join (default: start a local Ray)"
+    )
     p.set_defaults(func=cmd_process)
 
     r = sub.add_parser(
@@ -101,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--events", help="also publish events on this ZeroMQ endpoint")
     d.add_argument("--frames", help="also publish annotated JPEG frames on this endpoint")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument(
+        "--model",
+        help="detector (default: the config's, or simnet when its "
+        "pretrained weights are not cached)",
+    )
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser(
@@ -110,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
         "one JSON line on stdout.",
     )
     s.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
+    s.add_argument(
+        "--replay",
+        help="the publisher's replay endpoint: resume without loss, e.g. tcp://127.0.0.1:5556",
+    )
+    s.add_argument(
+        "--from-seq",
+        type=int,
+        default=None,
+        help="print events after this seq (needs --replay; default: open state, then live)",
+    )
+    s.add_argument("--server-key", help="the publisher's CURVE public certificate file")
+    s.add_argument("--client-key", help="this client's CURVE secret certificate file")
     s.add_argument(
         "--type",
         action="append",
@@ -121,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
     s.set_defaults(func=cmd_subscribe)
 
+    rp = sub.add_parser(
+        "replay",
+        help="print events from an event journal",
+        description="Read an event journal (vigil's events.journal.sqlite) offline and print "
+        "its events as JSON lines, in seq order.",
+    )
+    rp.add_argument("journal", type=Path, help="journal file, e.g. out/events.journal.sqlite")
+    rp.add_argument("--from-seq", type=int, default=0, help="print events after this seq")
+    rp.add_argument(
+        "--type", action="append", default=[], help="only this event type (prefix, repeatable)"
+    )
+    rp.add_argument("--count", type=int, help="print at most this many events")
+    rp.set_defaults(func=cmd_replay)
+
     m = sub.add_parser(
         "models",
         help="the weights registry",
@@ -130,6 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["list", "fetch"], help="list the registry, or fetch NAME")
     m.add_argument("name", nargs="?", help="model to fetch")
     m.set_defaults(func=cmd_models)
+
+    st = sub.add_parser(
+        "streams",
+        help="add, remove or list the streams of a running vigil",
+        description="Talk to a running vigil's control endpoint (runtime.control / --control): "
+        "add a stream, remove one, or list them with their state. Prints the JSON reply.",
+    )
+    st.add_argument("action", choices=["add", "remove", "list"], help="what to do")
+    st.add_argument("uri", nargs="?", help="add: the stream's URI (camera, file, image folder)")
+    st.add_argument(
+        "--control", required=True, help="the control endpoint, e.g. tcp://127.0.0.1:5560"
+    )
+    st.add_argument("--stream-id", help="add/remove: the stream id")
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+    st.set_defaults(func=cmd_streams)
     return parser
 
 
@@ -140,6 +214,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--events", help="publish events on this ZeroMQ PUB endpoint, e.g. tcp://127.0.0.1:5555"
     )
     p.add_argument("--frames", help="publish annotated JPEG frames on this ZeroMQ endpoint")
+    p.add_argument(
+        "--replay",
+        help="serve replay/snapshot requests on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5556",
+    )
+    p.add_argument("--journal", help="event journal file (default: OUT/events.journal.sqlite)")
+    p.add_argument("--no-journal", action="store_true", help="keep no event journal")
     p.add_argument(
         "--wait-subscribers",
         type=int,
@@ -153,6 +233,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--mode",
+        choices=["auto", "batch", "live"],
+        help="batch: every frame; live: latest frame wins (auto: live for cameras)",
+    )
+    p.add_argument("--duration", type=float, help="stop after this many seconds (exit 0)")
+    p.add_argument("--control", help="serve `vigil streams` requests on this ZeroMQ endpoint")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,6 +248,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "output.dir": str(g("out")) if g("out") else None,
         "publish.events": g("events"),
         "publish.frames": g("frames"),
+        "publish.replay": g("replay"),
+        "publish.journal": "off" if g("no_journal") else g("journal"),
         "publish.wait_subscribers": g("wait_subscribers"),
         "detect.model": g("model"),
         "detect.weights": g("weights"),
@@ -170,6 +259,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "detect.device": g("device"),
         "output.video": False if g("no_video") else None,
         "runtime.progress": False if g("no_progress") else None,
+        "runtime.mode": g("mode"),
+        "runtime.duration_s": g("duration"),
+        "runtime.control": g("control"),
     }
 
 
@@ -190,7 +282,61 @@ def _load(config: Path | None, args: argparse.Namespace, input_uri: str | None =
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    return _execute(_load(args.config, args, input_uri=args.input))
+    from pipeline import archive
+
+    specs = [args.input] if isinstance(args.input, str) else list(args.input)
+    if getattr(args, "engine", None) == "ray":
+        try:
+            archive.import_ray()
+        except archive.ArchiveError as exc:
+            raise UserError(str(exc)) from None
+    if archive.is_single_file(specs):
+        return _execute(_load(args.config, args, input_uri=specs[0]))
+    # Batch archive: each input is one file run in-process (see pipeline/archive.py).
+    cfg = _load(args.config, args)
+    live_only = {
+        "--events": cfg.publish.events,
+        "--frames": cfg.publish.frames,
+        "--replay": getattr(cfg.publish, "replay", None),
+        "--control": getattr(cfg.runtime, "control", None),
+        "--duration": getattr(cfg.runtime, "duration_s", None),
+        "--mode live": getattr(cfg.runtime, "mode", "batch") == "live",
+    }
+    used = [flag for flag, value in live_only.items() if value]
+    if used:
+        raise UserError(
+            f"{', '.join(used)}: not for a batch archive (it writes files, every frame)"
+        )
+    from pydantic import ValidationError
+
+    try:
+        for key in ("workers", "engine", "ray_address"):
+            if getattr(args, key, None) is not None:
+                setattr(cfg.archive, key, getattr(args, key))
+    except ValidationError as exc:
+        raise UserError(f"invalid --{key.replace('_', '-')}: {exc.errors()[0]['msg']}") from None
+    from models.perception import check_model
+    from models.weights import WeightsError
+
+    try:
+        check_model(cfg.detect.model)
+        inputs = archive.expand_inputs(
+            specs, out_dir=cfg.output.dir, extensions=cfg.archive.extensions
+        )
+        summary = archive.run_archive(
+            cfg, inputs, cfg.output.dir, stream_id=getattr(args, "stream_id", None) or "cam1"
+        )
+    except (archive.ArchiveError, WeightsError) as exc:
+        raise UserError(str(exc)) from None
+    for rec in summary.records:
+        if rec["status"] == "failed":
+            where = "" if rec["path"] in (rec["error"] or "") else f"{rec['path']}: "
+            print(f"vigil: failed: {where}{rec['error']}", file=sys.stderr)
+    print(archive.summary_line(summary, cfg.output.dir), file=sys.stderr)
+    if summary.interrupted:
+        print("vigil: stopped on request; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -205,14 +351,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"vigil demo: synthetic sample video {video} (ground truth {gt})", file=sys.stderr)
     args.config = DEMO_CONFIG
     args.stream_id = "demo"
+    if args.model is None:
+        args.model = demo_model(DEMO_CONFIG)
     return cmd_process(argparse.Namespace(**{**vars(args), "input": str(video)}))
+
+
+def demo_model(config: Path) -> str:
+    """The demo's detector: the config's COCO detector when its pretrained weights are cached,
+    else the project's ``sim`` pack (``simnet``, trained on the synthetic world)."""
+    from models import weights
+    from pipeline.config import load_config
+
+    model = load_config(config).detect.model
+    entry = weights.get(model)
+    if entry.path.is_file():
+        print(f"vigil demo: using {model} with its cached pretrained weights", file=sys.stderr)
+        return model
+    print(
+        f"vigil demo: no pretrained weights cached for {model} (at {entry.path}); using the "
+        "sim pack (simnet, trained offline on the synthetic world by scripts/train_sim.py)",
+        file=sys.stderr,
+    )
+    return "simnet"
 
 
 def _execute(cfg: Any) -> int:
     from pipeline.supervisor import StageFailed, run_pipeline
-    from stream.sources import SourceError, open_source
+    from stream.sources import SourceError, probe_source
 
-    if not cfg.sources:
+    if not cfg.sources and not cfg.runtime.control:
         raise UserError("no sources: give an INPUT, or list sources in the config")
     from models.perception import check_model
     from models.weights import WeightsError
@@ -224,11 +391,9 @@ def _execute(cfg: Any) -> int:
     totals = 0
     for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
         try:
-            source = open_source(src.uri)
+            totals += probe_source(src.uri) or 0  # cameras that are down now are retried
         except SourceError as exc:
             raise UserError(str(exc)) from None
-        totals += source.info.frame_count or 0
-        source.close()
     try:
         summary = run_pipeline(cfg, progress_total=totals or None)
     except StageFailed as exc:
@@ -260,37 +425,63 @@ def _execute(cfg: Any) -> int:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    import zmq
-
     from pipeline.config import check_endpoint
+    from stream.client import EventClient, PublisherDead
 
     try:
-        check_endpoint(args.endpoint)
+        for endpoint in (args.endpoint, args.replay):
+            if endpoint:
+                check_endpoint(endpoint)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    for t in args.type or [""]:
-        sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-    sock.connect(args.endpoint)
+    if args.from_seq is not None and not args.replay:
+        raise UserError("--from-seq needs --replay ENDPOINT (the publisher's replay endpoint)")
+    try:
+        client = EventClient(
+            args.endpoint,
+            args.replay,
+            from_seq=args.from_seq,
+            types=args.type or None,
+            streams=[args.stream] if args.stream else None,
+            heartbeat_timeout_s=None,
+            curve_server_key=Path(args.server_key) if args.server_key else None,
+            curve_client_cert=args.client_key,
+        )
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot use the CURVE keys: {exc}") from None
     seen = 0
     try:
         while args.count is None or seen < args.count:
-            timeout_ms = int(args.timeout * 1000) if args.timeout else None
-            if not sock.poll(timeout_ms):
-                break
-            _topic, payload = sock.recv_multipart()
-            event = json.loads(payload)
-            if args.stream and event.get("stream") != args.stream:
+            try:
+                event = client.recv(timeout_s=args.timeout)
+            except PublisherDead as exc:
+                log.warning("%s", exc)
                 continue
-            print(payload.decode(), flush=True)
+            if event is None:
+                break
+            print(json.dumps(event, separators=(",", ":"), ensure_ascii=False), flush=True)
             seen += 1
     except KeyboardInterrupt:
         pass
     finally:
-        sock.close()
-        ctx.term()
+        client.close()
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream.journal import EventJournal, JournalError
+
+    try:
+        journal = EventJournal.open_reader(args.journal)
+    except JournalError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        for line in journal.read_after(args.from_seq, args.count, types=args.type or None):
+            print(line)
+    except BrokenPipeError:  # `vigil replay ... | head`
+        pass
+    finally:
+        journal.close()
     return EXIT_OK
 
 
@@ -307,13 +498,46 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"vigil: {args.name} weights verified and cached at {path}")
         return EXIT_OK
 
-    rows = [("name", "task", "cached", "file")]
+    from models.backends import model_backends
+
+    rows = [("name", "task", "backends", "cached", "file")]
     for entry in weights.entries():
         path = weights.cache_dir() / "weights" / entry.file_name
-        rows.append((entry.name, entry.task, "yes" if path.exists() else "no", str(path)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        cached = "yes" if path.exists() else "no"
+        rows.append((entry.name, entry.task, model_backends(entry), cached, str(path)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    """``vigil streams add|remove|list``: one request to the control endpoint (see
+    :mod:`pipeline.control`); exit 0 on ``ok``, 1 on a refused request, 2 on no reply."""
+    from pipeline.config import check_endpoint
+    from pipeline.control import ControlError, request
+
+    try:
+        check_endpoint(args.control)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    message: dict[str, Any] = {"op": args.action}
+    if args.action == "add":
+        if not args.uri:
+            raise UserError("vigil streams add needs a URI")
+        message["uri"] = args.uri
+    if args.stream_id:
+        message["stream_id"] = args.stream_id
+    elif args.action == "remove":
+        raise UserError("vigil streams remove needs --stream-id")
+    try:
+        reply = request(args.control, message, timeout_s=args.timeout)
+    except ControlError as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(reply))
+    if not reply.get("ok"):
+        print(f"vigil: error: {reply.get('error', 'request refused')}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -40,11 +40,37 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    uri: str = Field(description="video file path (or file:// URI)")
+    uri: str = Field(
+        description="video file, image folder, rtsp://[user:pw@]host[:port]/path, /dev/videoN"
+    )
     stream_id: str = Field(
         "cam1",
         description="name of the stream in events and topics",
         pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+    )
+    decoder: Literal["auto", "software", "cuda"] = Field(
+        "auto", description="auto: CUDA (PyAV hwaccel) when a CUDA device is present"
+    )
+    fps: float | None = Field(
+        None, gt=0, le=1000, description="image folders: frames/s (default 10); USB: ask the driver"
+    )
+    realtime: bool | None = Field(
+        None, description="pace files/folders at their fps (default: in live mode only)"
+    )
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="camera: connect timeout, s")
+    read_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="camera: no packet this long = silent -> reconnect"
+    )
+    reconnect_base_s: float = Field(0.5, gt=0, description="camera: first retry delay, s")
+    reconnect_max_s: float = Field(30.0, gt=0, description="camera: retry delay cap, s")
+    reconnect_max_attempts: int | None = Field(
+        None, ge=1, description="camera: give up after this many failures in a row (None: never)"
+    )
+    min_restart_interval_s: float = Field(
+        1.0, ge=0, description="camera: at least this long between two connection attempts"
+    )
+    stable_s: float = Field(
+        10.0, gt=0, description="camera: a session this long resets the attempt count"
     )
 
 
@@ -60,6 +86,7 @@ class DetectConfig(_Strict):
     classes: list[str] | None = Field(None, description="keep only these class names (None: all)")
     input_size: int | None = Field(None, ge=32, le=4096, description="detector's shorter side, px")
     max_detections: int = Field(100, ge=1, le=1000, description="boxes kept per frame")
+    stride: int = Field(1, ge=1, le=1000, description="detect every Nth frame of a stream")
     batch_size: int = Field(4, ge=1, le=64, description="frames per inference batch")
     batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long to collect a batch")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -84,6 +111,9 @@ class OutputConfig(_Strict):
     video: bool = Field(True, description="write DIR/annotated.mp4")
     events_file: bool = Field(True, description="write DIR/events.jsonl")
     timings: bool = Field(False, description="write DIR/timings.jsonl: per-frame stage times")
+    detections: bool = Field(
+        False, description="write DIR/detections.jsonl: per-frame boxes, tracks, poses, forecasts"
+    )
     video_codec: str = Field("libx264", description="PyAV encoder for annotated.mp4")
     video_crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
 
@@ -96,15 +126,71 @@ class PublishConfig(_Strict):
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the frame feed")
     wait_subscribers: int = Field(0, ge=0, description="wait for this many event subscribers first")
     wait_timeout_s: float = Field(10.0, ge=0, description="at most this long, seconds")
+    journal: str = Field(
+        "auto", description="event journal: auto (DIR/events.journal.sqlite) | off | PATH"
+    )
+    journal_sync: Literal["normal", "full"] = Field(
+        "normal", description="normal: survives a crash; full: also power loss (fsync/event)"
+    )
+    journal_retention_s: float | None = Field(
+        7 * 24 * 3600.0, gt=0, description="delete journaled events older than this, seconds"
+    )
+    journal_max_rows: int | None = Field(
+        1_000_000, ge=1, description="keep at most this many journaled events"
+    )
+    journal_keep_s: float = Field(
+        600.0, ge=0, description="never delete events younger than this (the resume window)"
+    )
+    replay: str | None = Field(
+        None, description="ZeroMQ ROUTER endpoint for replay/snapshot, e.g. tcp://127.0.0.1:5556"
+    )
+    heartbeat_s: float | None = Field(
+        1.0, gt=0, description="HEARTBEAT period on the event endpoint, seconds (null: none)"
+    )
+    curve_secret_key_file: Path | None = Field(
+        None, description="zmq.auth secret certificate: CURVE-encrypt events and replay"
+    )
+    curve_clients_dir: Path | None = Field(
+        None, description="with CURVE: admit only clients whose public certs are here"
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="also produce events to Kafka at these brokers (host:port,...)"
+    )
+    kafka_topic: str = Field("vigil.events", description="Kafka topic (key = stream id)")
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict, description="extra librdkafka producer settings"
+    )
 
-    @field_validator("events", "frames")
+    @field_validator("events", "frames", "replay")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
         return None if v is None else check_endpoint(v)
 
 
 class RuntimeConfig(_Strict):
-    mode: Literal["batch"] = Field("batch", description="batch: lossless, every frame in order")
+    mode: Literal["auto", "batch", "live"] = Field(
+        "auto",
+        description="batch: lossless, every frame in order; live: latest frame wins, drops "
+        "counted; auto: live when a source is a camera (rtsp, usb), else batch",
+    )
+    live_inflight: int = Field(
+        2, ge=1, le=64, description="live: frames per stream in the pipeline at once"
+    )
+    drop_event_interval_s: float = Field(
+        1.0, gt=0, description="live: at most one frame.dropped event per stream this often"
+    )
+    blocked_warn_s: float = Field(
+        10.0, gt=0, description="warn when a source waits this long for a free ring slot"
+    )
+    duration_s: float | None = Field(
+        None, gt=0, description="stop (drain and exit 0) after this many seconds"
+    )
+    control: str | None = Field(
+        None, description="ZeroMQ REP endpoint to add/remove/list streams at runtime"
+    )
+    max_streams: int = Field(
+        16, ge=1, le=256, description="most streams one run may ever open (with control)"
+    )
     ring_slots: int = Field(
         8, ge=2, le=256, description="frames in flight per source (shared memory)"
     )
@@ -119,6 +205,85 @@ class RuntimeConfig(_Strict):
     )
     progress: bool = Field(True, description="show a progress bar on a terminal")
 
+    @field_validator("control")
+    @classmethod
+    def _control_endpoint(cls, v: str | None) -> str | None:
+        return None if v is None else check_endpoint(v)
+
+
+class ArchiveConfig(_Strict):
+    """Batch archives: ``vigil process`` with several inputs (see ``pipeline/archive.py``)."""
+
+    workers: int = Field(1, ge=1, le=256, description="files processed at once (processes/actors)")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: worker processes on this machine; ray: Ray actors"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join, e.g. ray://head:10001 (None: start a local one)"
+    )
+    ray_cpus_per_worker: float = Field(
+        1.0, gt=0, description="CPUs each Ray actor reserves (also its torch threads)"
+    )
+    extensions: list[str] = Field(
+        ["mp4", "mkv", "avi", "mov", "ts", "webm", "m4v", "mpg", "mpeg"],
+        description="file extensions a folder or glob input is scanned for",
+    )
+
+
+class SegmentConfig(_Strict):
+    """Segmentation stage (``models/segmentation.py``); off by default."""
+
+    enabled: bool = Field(False, description="run segmentation (masks on every result)")
+    model: str = Field(
+        "lraspp_mobilenet_v3_large",
+        description="lraspp_mobilenet_v3_large | deeplabv3_mobilenet_v3_large | fcn_resnet50 "
+        "(semantic) | maskrcnn_resnet50_fpn_v2 (instance)",
+    )
+    weights: str = Field("auto", description="auto | pretrained | none (random) | path")
+    input_size: int | None = Field(None, ge=32, le=4096, description="shorter side, px")
+    stride: int = Field(1, ge=1, le=1000, description="run every Nth frame per stream, reuse")
+    score_threshold: float = Field(0.5, ge=0, le=1, description="instance: min instance score")
+    mask_threshold: float = Field(0.5, gt=0, lt=1, description="instance: mask probability cut")
+    seed: int = Field(0, description="seed of random-init weights")
+
+
+class PoseConfig(_Strict):
+    """Pose stage (``models/pose.py``); off by default (``simnet`` gives poses itself)."""
+
+    enabled: bool = Field(False, description="run a pose model (replaces the detector's poses)")
+    model: str = Field(
+        "shufflenetv2k16",
+        description="openpifpaf | shufflenetv2k16 | shufflenetv2k30 | resnet50 (OpenPifPaf) | "
+        "keypointrcnn_resnet50_fpn",
+    )
+    weights: str = Field("auto", description="auto | pretrained | none (random) | path")
+    fallback: str | None = Field(
+        "keypointrcnn_resnet50_fpn",
+        description="model when OpenPifPaf is unavailable (None: error)",
+    )
+    input_size: int | None = Field(
+        None, ge=32, le=4096, description="OpenPifPaf: longer side; Keypoint R-CNN: shorter, px"
+    )
+    stride: int = Field(1, ge=1, le=1000, description="run every Nth frame per stream, reuse")
+    score_threshold: float = Field(0.1, ge=0, le=1, description="drop poses below this score")
+    max_poses: int = Field(50, ge=1, le=1000, description="poses kept per frame")
+    seed: int = Field(0, description="seed of random-init weights")
+
+
+class BackendConfig(_Strict):
+    """How the frame models run (``models/backends.py``), for every stage."""
+
+    name: Literal["eager", "compile", "onnxruntime", "tensorrt"] = Field(
+        "eager", description="eager | compile (torch.compile) | onnxruntime | tensorrt"
+    )
+    precision: Literal["fp32", "fp16"] = Field("fp32", description="fp16: CUDA only")
+    channels_last: bool = Field(False, description="NHWC convolutions (CUDA)")
+    cuda_graphs: bool = Field(False, description="replay CUDA graphs for static shapes (CUDA)")
+    compile_mode: str | None = Field(None, description="torch.compile mode (None: automatic)")
+    cache_dir: Path | None = Field(
+        None, description="ONNX files and TensorRT engines (None: $VIGIL_CACHE or ~/.cache/vigil)"
+    )
+
 
 class VigilConfig(_Strict):
     sources: list[SourceConfig] = Field(default_factory=list, description="inputs (one today)")
@@ -127,6 +292,10 @@ class VigilConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
 
 
 def load_config(

@@ -4,9 +4,21 @@ Each stage runs in its own process (``multiprocessing`` spawn), reads its input 
 PULL socket it binds, and pushes to the next stage. Messages are :mod:`stream.wire` multipart
 messages whose header has a ``kind``:
 
-- ``open``: a source opened (stream info); ``event``: an event to publish, in stream order;
+- ``open``: a source delivered its first frame (stream info; once per stream);
+- ``event``: an event to publish, in stream order;
 - ``frame``: a frame's address in the source's shared-memory ring, plus results so far;
-- ``eos``: a source ended (reason, frames read). A stage exits after the EOS of every source.
+- ``reset``: the stream's per-stream state (tracks, pose buffers) must start over, from the
+  next frame on: ``{"kind": "reset", "stream_id", "reason": "resolution" | "pts_backwards",
+  "width", "height", "frame"}`` (new size in pixels, index of the next frame);
+- ``eos``: a source ended (reason, frames read). A stage exits after ``n_sources`` EOS.
+- ``shutdown`` (supervisor -> infer only, dynamic runs): ``{"kind": "shutdown", "streams":
+  [ids]}``: end once these streams have sent their EOS.
+
+Static runs (no control endpoint) pass every stage the number of sources. Dynamic runs (streams
+added and removed through ``runtime.control``) pass the infer stage ``None`` and the stages after
+it :func:`dynamic_budget`: infer forwards each stream's EOS and, on ``shutdown``, closes the chain
+with filler EOS (``stream_id`` null, ``reason`` ``"shutdown"``) up to the budget (see
+:class:`StreamLedger`), so every stage after it ends exactly once, after the last stream.
 
 Every blocking call polls with a timeout and checks the stop flag and the parent process, so
 no stage can hang forever on a dead peer; every exception reaches the supervisor with its
@@ -186,3 +198,78 @@ def _is_user_error(exc: Exception) -> bool:
 
 def stage_timestamp(header: dict[str, Any], stage: str) -> None:
     header["result"]["stage_ts"][stage] = time.time()
+
+
+def dynamic_budget(cfg: dict[str, Any]) -> int:
+    """EOS count the stages after infer wait for in a dynamic run (more than streams can end)."""
+    return int(cfg["runtime"]["max_streams"]) + 1
+
+
+class StreamLedger:
+    """The infer stage's account of streams: when to exit, and how to close the chain.
+
+    Args:
+        n_sources: a static run's source count (exit after that many EOS), or None for a
+            dynamic run (exit on ``shutdown`` once its streams have ended, or after
+            ``drain_timeout_s`` without their EOS).
+        budget: EOS the next stages wait for in a dynamic run (:func:`dynamic_budget`).
+    """
+
+    def __init__(
+        self, n_sources: int | None, budget: int = 0, drain_timeout_s: float = 30.0
+    ) -> None:
+        self.n_sources = n_sources
+        self.budget = budget
+        self.drain_timeout_s = drain_timeout_s
+        self.opened: set[str] = set()
+        self.ended: set[str] = set()
+        self.eos_sent = 0
+        self.expect: set[str] | None = None
+        self._deadline = float("inf")
+
+    @property
+    def poll_ms(self) -> int | None:
+        """How long to block on input: forever in a static run, briefly in a dynamic one."""
+        return None if self.n_sources is not None else POLL_MS
+
+    def see(self, header: dict[str, Any]) -> None:
+        kind = header["kind"]
+        if kind == "open":
+            self.opened.add(header["stream_id"])
+        elif kind == "eos":
+            self.ended.add(header["stream_id"])
+            self.eos_sent += 1
+        elif kind == "shutdown":
+            self.expect = set(header.get("streams", [])) | self.opened
+            self._deadline = time.monotonic() + self.drain_timeout_s
+
+    def tick(self) -> None:
+        """Called when input is idle; :attr:`done` checks the drain deadline itself."""
+
+    @property
+    def done(self) -> bool:
+        if self.n_sources is not None:
+            return self.eos_sent >= self.n_sources
+        if self.expect is None:
+            return False
+        return self.expect <= self.ended or time.monotonic() > self._deadline
+
+    def closing_messages(self) -> list[dict[str, Any]]:
+        """EOS for streams that never sent one (drain timeout), then fillers up to the budget."""
+        if self.n_sources is not None:
+            return []
+        msgs = [
+            {
+                "kind": "eos",
+                "stream_id": sid,
+                "reason": "lost",
+                "frames_read": 0,
+                "detail": "no end of stream before shutdown",
+            }
+            for sid in sorted((self.expect or set()) - self.ended)
+        ]
+        fill = max(self.budget - self.eos_sent - len(msgs), 1)
+        msgs += [
+            {"kind": "eos", "stream_id": None, "reason": "shutdown", "frames_read": 0, "detail": ""}
+        ] * fill
+        return msgs

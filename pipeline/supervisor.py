@@ -3,9 +3,13 @@
 It owns the control socket every stage reports to (``ready``/``info``/``progress``/``eos``/
 ``error``/``done``). A stage's exception arrives with its traceback and ends the run with
 :class:`StageFailed`; a stage that dies without a word (killed, segfault) is noticed by its exit
-code; a run where no frame finishes for ``runtime.stage_timeout_s`` is declared stalled. On
-SIGINT/SIGTERM the sources stop reading, every frame already read is finished and every event
-flushed, then the run returns normally (the CLI exits 0).
+code; a run where no frame finishes for ``runtime.stage_timeout_s`` while a source is streaming
+is declared stalled (cameras that are down and reconnecting are idle, not stalled). On
+SIGINT/SIGTERM or after ``runtime.duration_s`` the sources stop reading, every frame already
+read is finished and every event flushed, then the run returns normally (the CLI exits 0).
+
+Each source has its own stop flag, so the control endpoint (:mod:`pipeline.control`) can remove
+one stream; it can also start new source processes while the run goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import zmq
 
 from pipeline.config import VigilConfig
-from pipeline.stages import Endpoints, run_stage
+from pipeline.stages import Endpoints, dynamic_budget, run_stage
 from pipeline.workers import analytics_body, infer_body, publish_body, source_body
 from stream import wire
 
@@ -52,62 +56,215 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def resolve_mode(cfg: VigilConfig) -> str:
+    """``runtime.mode`` with ``auto`` decided: live when any source is a camera."""
+    from stream.sources import is_live_uri
+
+    if cfg.runtime.mode != "auto":
+        return cfg.runtime.mode
+    return "live" if any(is_live_uri(s.uri) for s in cfg.sources) else "batch"
+
+
 def run_pipeline(cfg: VigilConfig, *, progress_total: int | None = None) -> RunSummary:
-    """Run the graph for ``cfg`` to completion (or until SIGINT/SIGTERM); raises StageFailed."""
-    if not cfg.sources:
+    """Run the graph for ``cfg`` to completion (or until SIGINT/SIGTERM or
+    ``runtime.duration_s``); raises StageFailed.
+
+    Without a control endpoint the run ends when every source has ended. With one
+    (``runtime.control``) streams come and go at runtime and the run lasts until a signal or
+    ``runtime.duration_s``.
+    """
+    if not cfg.sources and not cfg.runtime.control:
         raise ValueError("no sources configured")
     cfg.output.dir.mkdir(parents=True, exist_ok=True)
     plain = cfg.model_dump(mode="json")
-    n = len(cfg.sources)
-    summary = RunSummary()
+    plain["runtime"]["mode"] = resolve_mode(cfg)
     with tempfile.TemporaryDirectory(prefix="vigil-") as tmp:
-        endpoints = Endpoints.in_dir(Path(tmp))
-        spawn = mp.get_context("spawn")
-        stop = spawn.Event()
+        run = _Run(cfg, plain, Endpoints.in_dir(Path(tmp)), progress_total)
+        return run.execute()
+
+
+class _Run:
+    """One run's processes, control sockets and bookkeeping."""
+
+    def __init__(
+        self, cfg: VigilConfig, plain: dict[str, Any], endpoints: Endpoints, total: int | None
+    ) -> None:
+        self.cfg, self.plain, self.endpoints, self.total = cfg, plain, endpoints, total
+        self.dynamic = cfg.runtime.control is not None
+        self.spawn = mp.get_context("spawn")
+        self.stop = self.spawn.Event()
+        self.level = logging.getLogger().getEffectiveLevel()
+        self.procs: dict[str, Any] = {}
+        self.source_stops: dict[str, Any] = {}
+        self.source_uris: dict[str, str] = {}
+        self.states: dict[str, str] = {}
+        self.started_streams: list[str] = []
+        self.done: set[str] = set()
+        self.rings: list[str] = []
+        self.summary = RunSummary()
+        self.shutdown_sent = False
+
+    # --- processes ----------------------------------------------------------------------
+
+    def _start(self, name: str, body: Any, args: tuple, stop: Any) -> None:
+        proc = self.spawn.Process(
+            target=run_stage,
+            name=f"vigil-{name}",
+            daemon=True,
+            args=(name, _Bound(body, args), self.endpoints, stop, self.level),
+        )
+        proc.start()
+        self.procs[name] = proc
+        self.done.discard(name)
+
+    def _start_source(self, src: dict[str, Any]) -> None:
+        sid = src["stream_id"]
+        stop = self.spawn.Event()
+        if self.stop.is_set():
+            stop.set()
+        self.source_stops[sid] = stop
+        self.source_uris[sid] = src["uri"]
+        self.states[sid] = "connecting"
+        self.started_streams.append(sid)
+        self._start(f"source:{sid}", source_body, (self.plain, src), stop)
+
+    def _request_stop(self) -> None:
+        self.stop.set()
+        for stop in self.source_stops.values():
+            stop.set()
+
+    def _sources_running(self) -> list[str]:
+        return [
+            sid
+            for sid in self.source_stops
+            if f"source:{sid}" not in self.done and self.procs[f"source:{sid}"].exitcode is None
+        ]
+
+    # --- control endpoint ---------------------------------------------------------------
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control request (see :mod:`pipeline.control`)."""
+        from pydantic import ValidationError
+
+        from pipeline.config import SourceConfig
+        from stream.sources import SourceError, probe_source, redact_uri
+
+        op = req.get("op")
+        if op == "list":
+            running = set(self._sources_running())
+            streams = [
+                {
+                    "stream_id": sid,
+                    "uri": redact_uri(self.source_uris[sid]),
+                    "state": self.states.get(sid, "connecting"),
+                    "running": sid in running,
+                }
+                for sid in self.source_stops
+            ]
+            return {"ok": True, "streams": streams}
+        if op == "remove":
+            sid = req.get("stream_id")
+            if sid not in self._sources_running():
+                return {"ok": False, "error": f"no running stream {sid!r}"}
+            self.source_stops[sid].set()
+            return {"ok": True, "stream_id": sid}
+        if op == "add":
+            if self.stop.is_set():
+                return {"ok": False, "error": "vigil is stopping"}
+            fields = {k: v for k, v in req.items() if k != "op"}
+            fields.setdefault("stream_id", f"cam{len(self.started_streams) + 1}")
+            try:
+                src = SourceConfig.model_validate(fields)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+                return {"ok": False, "error": f"{loc}: {msg}"}
+            sid = src.stream_id
+            if sid in self._sources_running():
+                return {"ok": False, "error": f"stream {sid!r} is already running"}
+            if len(self.started_streams) >= self.cfg.runtime.max_streams:
+                limit = self.cfg.runtime.max_streams
+                return {"ok": False, "error": f"runtime.max_streams ({limit}) reached"}
+            try:
+                probe_source(src.uri)
+            except SourceError as exc:
+                return {"ok": False, "error": str(exc)}
+            self._start_source(src.model_dump(mode="json"))
+            log.info("stream %s added: %s", sid, redact_uri(src.uri))
+            return {"ok": True, "stream_id": sid}
+        return {"ok": False, "error": f"unknown op {op!r}: expected add, remove or list"}
+
+    # --- the run ------------------------------------------------------------------------
+
+    def execute(self) -> RunSummary:
+        cfg, plain, summary = self.cfg, self.plain, self.summary
+        n = len(plain["sources"])
+        downstream = dynamic_budget(plain) if self.dynamic else n
         zctx = zmq.Context()
         control = zctx.socket(zmq.PULL)
         control.setsockopt(zmq.LINGER, 0)
-        control.bind(endpoints.control)
-        level = logging.getLogger().getEffectiveLevel()
-        specs: list[tuple[str, Any, tuple]] = [
-            ("publish", publish_body, (plain, n)),
-            ("analytics", analytics_body, (plain, n)),
-            ("infer", infer_body, (plain, n)),
-        ]
-        specs += [(f"source:{s['stream_id']}", source_body, (plain, s)) for s in plain["sources"]]
-        procs = {}
-        for name, body, args in specs:
-            proc = spawn.Process(
-                target=run_stage,
-                name=f"vigil-{name}",
-                daemon=True,
-                args=(name, _Bound(body, args), endpoints, stop, level),
-            )
-            proc.start()
-            procs[name] = proc
+        control.bind(self.endpoints.control)
+        server = None
+        if self.dynamic:
+            from pipeline.control import ControlServer
+
+            try:
+                server = ControlServer(zctx, cfg.runtime.control, self.handle)
+            except zmq.ZMQError as exc:
+                control.close()
+                zctx.term()
+                raise StageFailed(
+                    "control", f"cannot bind {cfg.runtime.control}: {exc}", user=True
+                ) from None
+        self._start("publish", publish_body, (plain, downstream), self.stop)
+        self._start("analytics", analytics_body, (plain, downstream), self.stop)
+        self._start("infer", infer_body, (plain, None if self.dynamic else n), self.stop)
+        # Live mode: cameras start once the model is loaded, or their first frames would wait
+        # in the ring for the whole model load and open the run with seconds of latency.
+        deferred = list(plain["sources"]) if plain["runtime"]["mode"] == "live" else []
+        for src in plain["sources"] if not deferred else []:
+            self._start_source(src)
         signals = _SignalFlag()
-        bar = _progress_bar(cfg, progress_total)
+        bar = _progress_bar(cfg, self.total)
         start = time.monotonic()
         last_progress = time.monotonic()
-        done: set[str] = set()
-        rings: list[str] = []
+        duration = cfg.runtime.duration_s
+        ended_sent: dict[str, int] = {}
         failed = True
         try:
-            while len(done) < len(procs):
-                if signals.caught and not stop.is_set():
+            while len(self.done) < len(self.procs):
+                if signals.caught and not self.stop.is_set():
                     log.warning("%s: finishing the frames in flight, then exiting", signals.caught)
                     summary.interrupted = True
-                    stop.set()
-                if control.poll(200, zmq.POLLIN):
+                    self._request_stop()
+                if duration and not self.stop.is_set() and time.monotonic() - start > duration:
+                    log.info("duration of %.1f s reached: draining", duration)
+                    self._request_stop()
+                if self.dynamic and self.stop.is_set() and not self.shutdown_sent:
+                    if not self._sources_running():
+                        self._send_shutdown(zctx)
+                if server is not None:
+                    server.serve(0)
+                if control.poll(100, zmq.POLLIN):
                     msg, _ = wire.recv(control)
                     kind, stage = msg["kind"], msg["stage"]
                     if kind == "error":
                         raise StageFailed(stage, msg["message"], msg["traceback"], msg["user"])
                     if kind == "done":
-                        done.add(stage)
+                        self.done.add(stage)
                     elif kind == "ring":
-                        rings.append(msg["name"])
+                        self.rings.append(msg["name"])
+                    elif kind == "state":
+                        if msg["state"] == "streaming":
+                            last_progress = time.monotonic()
+                        self.states[msg["stream_id"]] = msg["state"]
+                        if msg["state"] == "ended":
+                            ended_sent[msg["stream_id"]] = msg.get("sent", 0)
                     elif kind == "info" and "detector" in msg:
+                        for src in deferred:
+                            self._start_source(src)
+                        deferred = []
                         summary.detector = msg["detector"]
                         log.info("detector: %s", msg["detector"])
                     elif kind == "progress":
@@ -115,34 +272,58 @@ def run_pipeline(cfg: VigilConfig, *, progress_total: int | None = None) -> RunS
                             bar.update(msg["frames"] - summary.frames)
                         summary.frames, summary.events = msg["frames"], msg["events"]
                         last_progress = time.monotonic()
-                    elif kind == "eos":
+                    elif kind == "eos" and msg["stream_id"] is not None:
                         summary.streams[msg["stream_id"]] = {
                             k: msg[k] for k in ("reason", "frames_read", "detail")
                         }
                     continue
-                for name, proc in procs.items():
-                    if name not in done and proc.exitcode is not None:
+                for name, proc in self.procs.items():
+                    if name not in self.done and proc.exitcode is not None:
                         raise StageFailed(
                             name,
                             f"process exited with code {proc.exitcode} without reporting an error",
                         )
-                if time.monotonic() - last_progress > cfg.runtime.stage_timeout_s:
+                # A pipeline with no camera streaming (all reconnecting, or none added) is idle,
+                # not stalled; frames still in flight after the last source ended do count.
+                active = any(s == "streaming" for s in self.states.values())
+                active = active or sum(ended_sent.values()) > summary.frames
+                active = active or not self.states
+                if active and time.monotonic() - last_progress > cfg.runtime.stage_timeout_s:
                     raise StageFailed(
                         "pipeline",
                         f"stalled: no frame finished in {cfg.runtime.stage_timeout_s:.0f} s",
                     )
+                if not active:
+                    last_progress = time.monotonic()
             failed = False
         finally:
             summary.seconds = time.monotonic() - start
             if bar is not None:
                 bar.close()
-            stop.set()
-            _join_all(procs, timeout_s=0.0 if failed else 10.0, quiet=failed)
-            _unlink_rings(rings)
+            self._request_stop()
+            _join_all(self.procs, timeout_s=0.0 if failed else 10.0, quiet=failed)
+            _unlink_rings(self.rings)
             signals.restore()
+            if server is not None:
+                server.close()
             control.close()
             zctx.term()
-    return summary
+        return summary
+
+    def _send_shutdown(self, zctx: zmq.Context) -> None:
+        """Dynamic runs: tell infer that no stream will come any more (see pipeline.stages)."""
+        sock = zctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.setsockopt(zmq.SNDTIMEO, 2000)
+        sock.connect(self.endpoints.infer)
+        try:
+            wire.send(
+                sock, {"kind": "shutdown", "streams": list(dict.fromkeys(self.started_streams))}
+            )
+        except zmq.Again:
+            log.error("infer stage unreachable; it will end when the supervisor goes")
+        sock.close()
+        self.shutdown_sent = True
 
 
 class _Bound:

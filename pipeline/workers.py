@@ -9,116 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from models.results import FrameResult
-from pipeline.analytics import offline_event, online_event
-from pipeline.stages import StageContext
-from stream.transport import FrameRing, RingReader
+from pipeline.stages import StageContext, StreamLedger, dynamic_budget
+from stream.transport import RingReader
 
 
 def source_body(ctx: StageContext, cfg: dict[str, Any], src: dict[str, Any]) -> None:
-    """Decode one source into the shared-memory ring; lossless: wait for a free slot."""
-    from stream.sources import open_source
+    """Decode one source into the shared-memory ring: lossless in batch mode (wait for a free
+    slot), latest-wins in live mode; cameras reconnect (see :mod:`pipeline.source_stage`)."""
+    from pipeline.source_stage import run_source
 
-    stream_id = src["stream_id"]
-    source = open_source(src["uri"])
-    info = source.info
-    out = ctx.push(ctx.endpoints.infer)
-    credits = ctx.pull(ctx.endpoints.credit(stream_id))
-    slots = cfg["runtime"]["ring_slots"]
-    ring = FrameRing.create(slots, info.width * info.height * 3)
-    ctx.report("ring", name=ring.name)
-    free = list(range(slots))
-    ctx.send(
-        out,
-        {
-            "kind": "open",
-            "stream_id": stream_id,
-            "info": {
-                "width": info.width,
-                "height": info.height,
-                "fps": info.fps,
-                "codec": info.codec,
-                "time_base": [info.time_base.numerator, info.time_base.denominator],
-                "frame_count": info.frame_count,
-                "start_ts": info.start_ts,
-            },
-        },
-    )
-    last = None
-    stopped = False
-    try:
-        for frame in source.frames():
-            if last is None:
-                _send_event(
-                    ctx,
-                    out,
-                    online_event(stream_id, src["uri"], info, frame),
-                )
-            while not free and not ctx.stopping():
-                msg = ctx.recv(credits, timeout_ms=200)
-                if msg is not None:
-                    free.append(msg[0]["slot"])
-            if ctx.stopping():
-                stopped = True
-                break
-            ctx.maybe_fault(frame.frame_idx)
-            h, w = frame.rgb.shape[:2]
-            if (w, h) != (info.width, info.height):
-                raise _source_error(
-                    f"{src['uri']}: frame size changed from "
-                    f"{info.width}x{info.height} to {w}x{h} at frame {frame.frame_idx}"
-                )
-            slot = free.pop(0)
-            ring.write(slot, frame.rgb)
-            result = FrameResult(
-                stream_id,
-                frame.frame_idx,
-                frame.pts,
-                frame.capture_ts,
-                w,
-                h,
-                stage_ts={"decode": time.time()},
-            )
-            header, _ = result.to_wire()
-            ctx.send(
-                out,
-                {
-                    "kind": "frame",
-                    "addr": ring.address(slot, frame.rgb.shape),
-                    "pts_raw": frame.pts_raw,
-                    "result": header,
-                },
-            )
-            last = frame
-        frames_read = (last.frame_idx + 1) if last is not None else 0
-        if stopped:
-            reason, detail = "stopped", "stopped on request"
-        else:
-            end = source.end
-            reason, detail = (end.reason, end.detail) if end else ("eof", "")
-        _send_event(
-            ctx,
-            out,
-            offline_event(stream_id, last, reason, frames_read, detail),
-        )
-        ctx.send(
-            out,
-            {
-                "kind": "eos",
-                "stream_id": stream_id,
-                "reason": reason,
-                "frames_read": frames_read,
-                "detail": detail,
-            },
-        )
-        # Keep the ring alive until every slot is back: downstream still reads from it.
-        deadline = time.monotonic() + cfg["runtime"]["drain_timeout_s"]
-        while len(free) < slots and time.monotonic() < deadline:
-            msg = ctx.recv(credits, timeout_ms=200)
-            if msg is not None:
-                free.append(msg[0]["slot"])
-    finally:
-        source.close()
-        ring.close()
+    run_source(ctx, cfg, src)
 
 
 def _source_error(message: str) -> Exception:
@@ -136,23 +36,13 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     and poses and person masks where the model gives them."""
     import torch
 
-    from models.perception import build_perceiver
+    from models.perception import build_perceiver_from_config, perceive
 
     rt, det_cfg = cfg["runtime"], cfg["detect"]
     if rt["torch_threads"]:
         torch.set_num_threads(rt["torch_threads"])
     device = resolve_device(det_cfg["device"])
-    perceiver = build_perceiver(
-        model=det_cfg["model"],
-        weights=det_cfg["weights"],
-        device=device,
-        score_threshold=det_cfg["score_threshold"],
-        iou_threshold=det_cfg["iou_threshold"],
-        classes=det_cfg["classes"],
-        input_size=det_cfg["input_size"],
-        max_detections=det_cfg["max_detections"],
-        seed=det_cfg["seed"],
-    )
+    perceiver = build_perceiver_from_config(cfg, device=device)
     ctx.report("info", detector=f"{det_cfg['model']} on {device}: {perceiver.description}")
     class_names = list(perceiver.class_names)
     inp, out = ctx.pull(ctx.endpoints.infer), ctx.push(ctx.endpoints.analytics)
@@ -163,7 +53,8 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     def flush() -> None:
         if not pending:
             return
-        outputs = perceiver([reader.view(h["addr"]) for h in pending])
+        frames = [reader.view(h["addr"]) for h in pending]
+        outputs = perceive(perceiver, frames, [h["result"]["stream_id"] for h in pending])
         now = time.time()
         for header, (dets, poses, masks) in zip(pending, outputs):
             header["result"]["class_names"] = class_names
@@ -171,12 +62,17 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
             ctx.send(out, header, {**dets.to_wire(), **poses.to_wire(), **masks.to_wire()})
         pending.clear()
 
-    eos_left = n_sources
+    # Static runs end after the EOS of each of ``n_sources``; dynamic runs (n_sources None: a
+    # control endpoint adds and removes streams) end on the supervisor's ``shutdown``.
+    streams = StreamLedger(
+        n_sources, budget=dynamic_budget(cfg), drain_timeout_s=rt["drain_timeout_s"]
+    )
     try:
-        while eos_left:
-            msg = ctx.recv(inp, timeout_ms=int(wait_ms) if pending else None)
+        while not streams.done:
+            msg = ctx.recv(inp, timeout_ms=int(wait_ms) if pending else streams.poll_ms)
             if msg is None:
                 flush()
+                streams.tick()
                 continue
             header, _ = msg
             if header["kind"] == "frame":
@@ -186,8 +82,12 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
                     flush()
                 continue
             flush()
+            streams.see(header)
+            if header["kind"] != "shutdown":
+                ctx.send(out, header)
+        flush()
+        for header in streams.closing_messages():
             ctx.send(out, header)
-            eos_left -= header["kind"] == "eos"
     finally:
         reader.close()
 
@@ -209,8 +109,13 @@ def analytics_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> No
     eos_left = n_sources
     while eos_left:
         header, arrays = ctx.recv(inp)
+        # A stream that goes offline or resets (resolution change, pts backwards) ends its
+        # open tracks first, so subscribers never see a track that silently vanishes.
         if header["kind"] == "event" and header["event"]["type"] == "stream.offline":
             for event in analytics.finish(header["event"]["stream"]):
+                _send_event(ctx, out, event)
+        elif header["kind"] == "reset":
+            for event in analytics.finish(header["stream_id"]):
                 _send_event(ctx, out, event)
         if header["kind"] != "frame":
             ctx.send(out, header)
@@ -224,6 +129,34 @@ def analytics_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> No
         res_header, res_arrays = result.to_wire()
         header["result"] = res_header
         ctx.send(out, header, res_arrays)
+
+
+def _open_journal(pub_cfg: dict[str, Any], out_dir: Path) -> Any:
+    """The event journal named by ``publish.journal`` (None when it is ``off``)."""
+    from stream.journal import EventJournal
+
+    where = pub_cfg.get("journal", "auto")
+    if where == "off":
+        return None
+    return EventJournal(
+        out_dir / "events.journal.sqlite" if where == "auto" else Path(where),
+        synchronous=pub_cfg.get("journal_sync", "normal"),
+        retention_s=pub_cfg.get("journal_retention_s"),
+        max_rows=pub_cfg.get("journal_max_rows"),
+        keep_s=pub_cfg.get("journal_keep_s", 600.0),
+    )
+
+
+def _open_kafka(pub_cfg: dict[str, Any]) -> Any:
+    """The Kafka sink when ``publish.kafka_bootstrap`` is set."""
+    if not pub_cfg.get("kafka_bootstrap"):
+        return None
+    from stream.kafka_sink import KafkaEventSink
+
+    return KafkaEventSink(
+        pub_cfg["kafka_topic"],
+        {"bootstrap.servers": pub_cfg["kafka_bootstrap"], **pub_cfg.get("kafka_config", {})},
+    )
 
 
 def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
@@ -242,6 +175,12 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
         endpoint=pub_cfg["events"],
         wait_subscribers=pub_cfg["wait_subscribers"],
         wait_timeout_s=pub_cfg["wait_timeout_s"],
+        journal=_open_journal(pub_cfg, out_dir),
+        replay_endpoint=pub_cfg.get("replay"),
+        heartbeat_s=pub_cfg.get("heartbeat_s"),
+        kafka=_open_kafka(pub_cfg),
+        curve_secret_key_file=pub_cfg.get("curve_secret_key_file"),
+        curve_clients_dir=pub_cfg.get("curve_clients_dir"),
     )
     feed = (
         JpegFrameFeed(ctx.zmq, pub_cfg["frames"], quality=pub_cfg["jpeg_quality"])
@@ -249,6 +188,7 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
         else None
     )
     timings = open(out_dir / "timings.jsonl", "w") if out_cfg["timings"] else None  # noqa: SIM115
+    records = open(out_dir / "detections.jsonl", "w") if out_cfg["detections"] else None  # noqa: SIM115
     reader = RingReader()
     videos: dict[str, VideoFileSink] = {}
     credits: dict[str, zmq.Socket] = {}
@@ -288,11 +228,14 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
                         sid, drawn, {"stream": sid, "frame": result.frame_idx, "pts": result.pts}
                     )
                 done_frames += 1
+                if records is not None:
+                    records.write(json.dumps(result.to_record(), separators=(",", ":")) + "\n")
                 if timings is not None:
                     stamps = {**result.stage_ts, "publish": time.time()}
                     timings.write(
                         json.dumps({"stream": sid, "frame": result.frame_idx, **stamps}) + "\n"
                     )
+                    timings.flush()  # readable while the run goes on
                 now = time.monotonic()
                 if now - last_report > 0.2:
                     ctx.report("progress", frames=done_frames, events=publisher.published)
@@ -314,8 +257,9 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
         for video in videos.values():
             video.abort()
         publisher.close()
-        if timings is not None:
-            timings.close()
+        for log_file in (timings, records):
+            if log_file is not None:
+                log_file.close()
         if feed is not None:
             ctx.report("feed", sent=feed.sent, dropped=feed.dropped)
             feed.close()

@@ -9,8 +9,9 @@ Reports, for the forecaster: accuracy per horizon and per true class on sequence
 ``stream.synthetic.motion_dataset`` drawn with a seed the training never used, passed through the
 same resampling/normalisation as the live pipeline; plus the accuracy on the *predictable*
 windows (no change of action before the horizon, or only a forced one: sit_down -> sit,
-fall -> lie) and an upper bound on the whole set (an oracle that knows the current action and how
-long it has lasted, and the synthetic scripts' transition law; Monte Carlo). Writes a confusion
+fall -> lie) and a cue-blind baseline on the whole set (an oracle that knows the current action
+and how long it has lasted, and the synthetic scripts' transition law, but not the anticipation
+cues the figures show before a change; Monte Carlo). Writes a confusion
 matrix PNG per horizon (OpenCV). For the tracker: IDF1 (models.tracking.idf1, IoU 0.5) on
 rendered synthetic scenes where people walk through each other, with detections made from the
 ground-truth boxes plus noise and occlusion-dependent scores/misses.
@@ -91,7 +92,9 @@ def oracle_accuracy(
     draws: int = 200,
 ) -> dict[str, float]:
     """Accuracy of the best possible guess given the current segment (action, age) and the
-    scripts' transition law: a ceiling no pose model can beat (Monte Carlo over futures)."""
+    scripts' transition law (Monte Carlo over futures). It ignores the anticipation cues the
+    poses show before a change (stream.synthetic), so a pose model can beat it: the ceiling for
+    a forecaster blind to those cues."""
     rng = np.random.default_rng(seed + 1)
     span = (round(window_s * rate_hz) - 1) / rate_hz
     duration = span + max(horizons) + 8.0
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     future = tuple(h for h in fc.horizons_s if h > 0)
     if not args.quick and future:
         oracle = oracle_accuracy(args.seed, 400, future, fc.rate_hz, fc.window_s)
-        print(f"oracle ceiling (knows current action + its age): {oracle}")
+        print(f"cue-blind oracle (knows current action + its age, not the cues): {oracle}")
     score, per_scene = tracking_idf1(args.seed, args.scenes)
     print(
         f"tracker IDF1 on {args.scenes} crossing scenes: {score:.4f} "

@@ -72,7 +72,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def match(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> np.ndarray:
-    """Greedy one-to-one matching; ``pred`` sorted by score. Returns ``(n_gt,)`` pred index or -1."""
+    """Greedy one-to-one matching at IoU >= ``thr``; ``pred`` sorted by score.
+
+    Returns ``(n_gt,)``: the matched prediction's index, or -1.
+    """
     out = np.full(len(gt), -1, np.int64)
     iou = box_iou(pred, gt)
     for p in range(len(pred)):
@@ -103,7 +106,9 @@ def evaluate(
     n_img = 0
     for scene in heldout_scenes(n_scenes, n_frames=n_frames, offset=offset):
         for start in range(0, scene.n_frames, batch):
-            frames = [render_annotated(scene, i) for i in range(start, min(start + batch, scene.n_frames))]
+            frames = [
+                render_annotated(scene, i) for i in range(start, min(start + batch, scene.n_frames))
+            ]
             t0 = time.perf_counter()
             outs = low([f.image for f in frames])
             t_infer += time.perf_counter() - t0
@@ -115,8 +120,14 @@ def evaluate(
                 gt_anns += coco_annotations(frame, image_id, len(gt_anns) + 1)
                 for box, score, cls in zip(det.xyxy, det.score, det.class_id):
                     x1, y1, x2, y2 = (float(v) for v in box)
-                    dets.append({"image_id": image_id, "category_id": int(cls) + 1,
-                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
+                    dets.append(
+                        {
+                            "image_id": image_id,
+                            "category_id": int(cls) + 1,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": float(score),
+                        }
+                    )
                 # Operating point: persons above the threshold, poses aligned to person rows.
                 person_rows = det.class_id == PERSON
                 keep = det.score[person_rows] >= OPERATING_THRESHOLD

@@ -13,10 +13,12 @@ takes random 192x160 crops (stride-aligned), mirrors half of them (joints swap s
 jitters brightness. Training is CPU-bound; ``torch.set_num_threads(--threads)``.
 
 Schedule: AdamW with warm-up then cosine decay over ``--steps`` steps. Without ``--steps`` the
-script times the first steps and picks the number that fits ``--minutes`` (wall clock, data
-generation included); that number is written to the metadata, so ``--steps N`` replays the run
-exactly (same data, init and batches). Training also stops at ``--minutes`` * 1.3 whatever
-happens, so a busy machine cannot run it away.
+script re-plans the number of steps every 25 steps from the recent pace so that the run fits
+``--minutes`` (wall clock, data generation and evaluation included) on a shared, unevenly busy
+CPU; the steps taken are written to the metadata. Data, init and batch order are a pure function
+of ``--seed``; ``--steps N`` fixes the schedule, so a run with it is exactly reproducible (an
+adaptive run's learning-rate curve depends on the machine's pace). Training also stops at
+``--minutes`` * 1.3 whatever happens.
 
 Writes ``--out`` (state_dict, float32) and ``--out`` with ``.json`` (classes, input size, seed,
 steps, training time, held-out evaluation from scripts/eval_sim.py), then prints the evaluation
@@ -64,12 +66,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget, minutes")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: fit budget)")
     p.add_argument("--frames", type=int, default=2400, help="training frames to render")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="state_dict file to write")
     p.add_argument("--eval-scenes", type=int, default=4, help="held-out scenes to evaluate on")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    p.add_argument(
+        "--init", type=Path, default=None, help="start from this simnet state_dict (fine-tune)"
+    )
     return p.parse_args(argv)
 
 
@@ -98,7 +103,9 @@ class CanvasSet:
             c = to_canvas(frame, CANVAS_WH, zoom=zoom, shift=shift)
             self.images[i] = c.image
             pm = c.person_mask.astype(np.float32)
-            half = cv2.resize(pm, (cw // MASK_STRIDE, ch // MASK_STRIDE), interpolation=cv2.INTER_AREA)
+            half = cv2.resize(
+                pm, (cw // MASK_STRIDE, ch // MASK_STRIDE), interpolation=cv2.INTER_AREA
+            )
             self.masks[i] = np.round(half * 255).astype(np.uint8)
             self.anns.append((c.boxes, c.labels, c.keypoints))
 
@@ -157,33 +164,45 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rendered {len(data)} frames in {t_data:.0f} s", flush=True)
 
     model = ENTRY.build(seed=args.seed)
+    init_meta: dict = {}
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        init_meta = json.loads(args.init.with_suffix(".json").read_text())
+        init_meta.pop("eval", None)
+        print(f"starting from {args.init}", flush=True)
     model.train()
     params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     params_other = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
-        [{"params": params_decay, "weight_decay": 1e-4}, {"params": params_other, "weight_decay": 0}],
+        [
+            {"params": params_decay, "weight_decay": 1e-4},
+            {"params": params_other, "weight_decay": 0},
+        ],
         lr=args.lr,
     )
     rng = np.random.default_rng([args.seed, 0xBA7])
     budget_s = args.minutes * 60.0
     total = args.steps
-    calib = (5, 25)  # time steps 5..25: the first few are slow (allocator, thread warm-up)
+    # Without --steps the planned total is re-estimated every 25 steps from the recent pace, so
+    # a machine that gets busier or quieter still ends the cosine schedule on the budget.
+    fixed = total is not None
+    reserve_s = 0.0 if args.no_eval else 60.0
     step = 0
-    t_train = time.time()
+    t_mark, step_mark = time.time(), 0
     log: dict[str, float] = {}
     from tqdm import tqdm
 
-    bar = tqdm(total=total or 0, desc="train", ncols=100)
+    bar = tqdm(total=total or 0, desc="train", ncols=110)
     while total is None or step < total:
-        if total is None and step == calib[0]:
-            t_train = time.time()
-        if total is None and step == calib[1]:
-            per_step = (time.time() - t_train) / (calib[1] - calib[0])
-            left = budget_s - (time.time() - t_start) - (60.0 if not args.no_eval else 0.0)
-            total = max(calib[1] + 20, step + int(left / per_step))
-            bar.reset(total=total)
-            bar.update(step)
-            print(f"\n{per_step:.2f} s/step -> {total} steps (replay: --steps {total})", flush=True)
+        if not fixed and step >= 5 and step % 25 in (0, 5) and step != step_mark:
+            if step % 25 == 5:  # skip the first steps of each window (noisy) ...
+                t_mark, step_mark = time.time(), step
+            else:  # ... and plan from the last 20
+                per_step = (time.time() - t_mark) / (step - step_mark)
+                left = budget_s - (time.time() - t_start) - reserve_s
+                total = max(step + 10, step + int(left / per_step))
+                bar.total = total
+                bar.refresh()
         idx = rng.integers(0, len(data), args.batch_size)
         x, t = data.batch(idx, rng)
         for g in opt.param_groups:
@@ -230,10 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "final_losses": {k: round(v, 4) for k, v in log.items()},
         "command": f"scripts/train_sim.py --seed {args.seed} --frames {args.frames} "
-        f"--steps {step} --batch-size {args.batch_size} --lr {args.lr}",
+        f"--steps {step} --batch-size {args.batch_size} --lr {args.lr}"
+        + (f" --init {args.init}" if args.init is not None else ""),
         "sha256": file_sha256(args.out),
         "torch": torch.__version__,
     }
+    if args.init is not None:  # a second stage: keep the first stage's record
+        meta["init"] = {"path": str(args.init), **init_meta}
+        meta["total_train_seconds"] = round(train_s + init_meta.get("train_seconds", 0.0), 1)
     meta_path = args.out.with_suffix(".json")
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, sha256 {meta['sha256']})")

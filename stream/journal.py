@@ -100,8 +100,9 @@ class EventJournal:
                 if not self.path.exists():
                     raise JournalError(f"no journal at {self.path}")
                 uri = f"file:{self.path.resolve()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                           check_same_thread=False)
+                self._db = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(str(self.path), isolation_level=None)
@@ -181,8 +182,9 @@ class EventJournal:
             return 0
         deleted = self._db.execute("DELETE FROM events WHERE seq <= ?", (cut,)).rowcount
         if deleted:
-            log.debug("journal %s: retention deleted %d events up to seq %d", self.path,
-                      deleted, cut)
+            log.debug(
+                "journal %s: retention deleted %d events up to seq %d", self.path, deleted, cut
+            )
         return deleted
 
     # -- reading ---------------------------------------------------------------------------

@@ -384,7 +384,10 @@ def write_coco(
     json_name: str = "annotations.json",
     write_images: bool = True,
 ) -> Path:
-    """Write ``out_dir/images/000000.png ...`` and ``out_dir/<json_name>``; returns the JSON path."""
+    """Write ``out_dir/images/000001.png ...`` and ``out_dir/<json_name>``; returns the JSON path.
+
+    Image ids count from 1 in ``frames`` order; ``write_images=False`` writes the JSON only.
+    """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, anns = [], []
@@ -418,7 +421,7 @@ def _draw_occluder(frame: np.ndarray, poly: np.ndarray, k: int):
     y1 = min(int(math.ceil(poly[:, 1].max())) + 1, h)
     if x1 <= x0 or y1 <= y0:
         return (-1 - k, 0, 0, None, {"class": "occluder"})
-    color = tuple(int(c) for c in (np.abs(poly[: 3, 0] * 37 + poly[:3, 1] * 11) % 200 + 30))
+    color = tuple(int(c) for c in (np.abs(poly[:3, 0] * 37 + poly[:3, 1] * 11) % 200 + 30))
     pts = np.round(poly * 16).astype(np.int32)[None]
     cv2.fillPoly(frame, pts, color, cv2.LINE_AA, 4)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)

@@ -147,11 +147,14 @@ class EventPublisher:
         kafka: Any = None,
         curve_secret_key_file: str | Path | None = None,
         curve_clients_dir: str | Path | None = None,
+        sndhwm: int = 100_000,
     ) -> None:
         from stream.replay import HEARTBEAT, FeedServer
 
         self._journal = journal
         self._kafka = kafka
+        if kafka is not None and journal is not None:
+            kafka.resume_from(journal)  # events journaled before a crash still reach Kafka
         self.next_seq = journal.head + 1 if journal is not None else first_seq
         self.published = 0
         self.live_dropped = 0
@@ -168,9 +171,9 @@ class EventPublisher:
                 raise ValueError("an endpoint needs a zmq.Context")
             public = secret = None
             if curve_secret_key_file is not None:
-                import zmq.auth
+                from zmq.auth import load_certificate
 
-                public, secret = zmq.auth.load_certificate(str(curve_secret_key_file))
+                public, secret = load_certificate(str(curve_secret_key_file))
                 if secret is None:
                     raise ValueError(f"{curve_secret_key_file} holds no CURVE secret key")
                 if curve_clients_dir is not None:
@@ -181,7 +184,7 @@ class EventPublisher:
                     self._auth.configure_curve(domain="*", location=str(curve_clients_dir))
             sock = ctx.socket(zmq.XPUB)
             sock.setsockopt(zmq.LINGER, linger_ms)
-            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.SNDHWM, sndhwm)  # per subscriber; past it XPUB drops for it
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every joiner, to greet it with a heartbeat
             if secret is not None:
                 sock.curve_secretkey, sock.curve_publickey = secret, public

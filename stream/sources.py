@@ -9,18 +9,33 @@ modification time) plus ``pts``, so the same file gives the same timestamps on e
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
+import av.codec.hwaccel
 import numpy as np
+
+DEFAULT_IMAGE_FPS = 10.0
 
 
 class SourceError(Exception):
-    """A source that cannot be opened or read; the message is one line for the user."""
+    """A source that cannot be opened or read; the message is one line for the user.
+
+    ``reason`` classifies it for reconnect logic and events: ``unreachable`` (refused, no
+    route), ``auth`` (wrong or missing credentials), ``timeout`` (no answer in time),
+    ``not_found``, ``no_video``, ``unsupported``, ``error``.
+    """
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -65,14 +80,68 @@ class EndOfStream:
     detail: str = ""
 
 
-def open_source(uri: str) -> FileSource:
-    """Open a source by URI; today files (a path or ``file://`` URI)."""
+def open_source(
+    uri: str,
+    *,
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 5.0,
+    decoder: str = "auto",
+    fps: float | None = None,
+) -> Source:
+    """Open a source by URI.
+
+    - ``rtsp://`` / ``rtsps://``: :class:`RtspSource` (TCP, open and read timeouts);
+    - ``/dev/videoN`` or ``v4l2:///dev/videoN``: :class:`UsbSource` (V4L2);
+    - a directory (or ``dir://PATH``): :class:`ImageDirSource` (sorted images at ``fps``);
+    - anything else: a video file (a path or ``file://`` URI), :class:`FileSource`.
+
+    ``decoder`` is ``auto`` (CUDA through PyAV's hwaccel when a CUDA device is present, else
+    software), ``cuda`` or ``software``. Raises :class:`SourceError` (with a ``reason``).
+    """
+    if is_live_uri(uri):
+        if uri.startswith(("rtsp://", "rtsps://")):
+            return RtspSource(
+                uri, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s, decoder=decoder
+            )
+        return UsbSource(
+            uri,
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            decoder=decoder,
+            fps=fps,
+        )
+    if uri.startswith("dir://"):
+        return ImageDirSource(uri[len("dir://") :], fps=fps or DEFAULT_IMAGE_FPS)
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if "://" in uri:
         scheme = uri.split("://", 1)[0]
         raise SourceError(f"unsupported source scheme {scheme!r} in {redact_uri(uri)}")
-    return FileSource(uri)
+    if Path(uri).is_dir():
+        return ImageDirSource(uri, fps=fps or DEFAULT_IMAGE_FPS)
+    return FileSource(uri, decoder=decoder)
+
+
+def is_live_uri(uri: str) -> bool:
+    """A camera (RTSP or V4L2): it can drop and come back, so it is reconnected, never EOF."""
+    return uri.startswith(("rtsp://", "rtsps://", "v4l2://")) or uri.startswith("/dev/video")
+
+
+def probe_source(uri: str) -> int | None:
+    """Fail fast on an input that cannot work; returns its frame count when known.
+
+    Files and image folders are opened (and closed); cameras are only checked for a well-formed
+    URI, since a camera that is down at start-up is retried, not an error.
+    """
+    if is_live_uri(uri):
+        if uri.startswith(("rtsp://", "rtsps://")) and not uri.split("://", 1)[1].strip("/"):
+            raise SourceError(f"{redact_uri(uri)}: no host in RTSP URI")
+        return None
+    source = open_source(uri)
+    try:
+        return source.info.frame_count
+    finally:
+        source.close()
 
 
 def redact_uri(uri: str) -> str:
@@ -91,7 +160,11 @@ class FileSource:
     so every frame before the break is processed.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, decode_threads: int = 0) -> None:
+    live = False
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, decode_threads: int = 0, decoder: str = "software"
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise SourceError(f"no such file: {self.path}")
@@ -100,7 +173,9 @@ class FileSource:
         if self.path.stat().st_size == 0:
             raise SourceError(f"{self.path} is empty (0 bytes)")
         try:
-            self._container = av.open(str(self.path), mode="r", timeout=10.0)
+            self._container = av.open(
+                str(self.path), mode="r", timeout=10.0, hwaccel=_hwaccel(decoder)
+            )
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise SourceError(
                 f"{self.path} is not a readable video file ({_reason(exc)})"
@@ -110,6 +185,7 @@ class FileSource:
             raise SourceError(f"{self.path} has no video stream")
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        self.decoder = _decoder_name(self._stream)
         if decode_threads:
             self._stream.thread_count = decode_threads
         ctx = self._stream.codec_context
@@ -181,3 +257,463 @@ def _container_start(container: av.container.InputContainer, path: Path) -> floa
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _PyAVLiveSource:
+    """A camera read through PyAV: frames until the camera goes silent or the link breaks.
+
+    Packets before the first keyframe are skipped (counted in ``skipped_before_keyframe``), so
+    no half-decoded grey frame ever reaches the models. ``frames()`` never raises for a lost
+    camera: it ends and ``end.reason`` says why: ``silent`` (no packet for ``read_timeout_s``),
+    ``lost`` (read error), ``eof`` (the camera closed the session).
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        container_format: str | None,
+        options: dict[str, str],
+        open_timeout_s: float,
+        read_timeout_s: float,
+        decoder: str,
+        fps: float | None = None,
+    ) -> None:
+        self.uri = uri
+        self.read_timeout_s = read_timeout_s
+        self.skipped_before_keyframe = 0
+        shown = redact_uri(uri)
+        try:
+            self._container = av.open(
+                uri,
+                mode="r",
+                format=container_format,
+                options=options,
+                timeout=(open_timeout_s, read_timeout_s),
+                hwaccel=_hwaccel(decoder),
+            )
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            reason = _classify(exc)
+            raise SourceError(f"{shown}: {_REASON_TEXT[reason]} ({_reason(exc)})", reason) from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise SourceError(f"{shown}: no video stream", "no_video")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "SLICE"  # frame threads would hold frames back (latency)
+        self.decoder = _decoder_name(self._stream)
+        ctx = self._stream.codec_context
+        rate = self._stream.average_rate or self._stream.guessed_rate or fps or 25
+        self.info = StreamInfo(
+            uri=shown,
+            width=ctx.width,
+            height=ctx.height,
+            fps=float(rate),
+            time_base=Fraction(1, 90000),
+            frame_count=None,
+            start_ts=time.time(),
+            codec=ctx.name,
+        )
+        self.end: EndOfStream | None = None
+
+    def frames(self) -> Iterator[SourceFrame]:
+        """Yield frames as they arrive; ``pts`` is seconds on the camera's clock (this session),
+        ``capture_ts`` the wall clock when the frame was decoded."""
+        idx = 0
+        keyed = False
+        tb = self._stream.time_base
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0:
+                    continue
+                if not keyed:
+                    if not packet.is_keyframe:
+                        self.skipped_before_keyframe += 1
+                        continue
+                    keyed = True
+                for frame in packet.decode():
+                    now = time.time()
+                    if frame.pts is not None and tb:
+                        pts = float(frame.pts * tb)
+                    else:
+                        pts = idx / (self.info.fps or 25.0)
+                    rgb = frame.to_ndarray(format="rgb24")
+                    yield SourceFrame(rgb, idx, pts, int(round(pts * 90000)), now)
+                    idx += 1
+        except (av.error.ExitError, TimeoutError) as exc:
+            self.end = EndOfStream(
+                "silent", idx, f"no packet for {self.read_timeout_s:g} s ({_reason(exc)})"
+            )
+            return
+        except (av.error.FFmpegError, OSError, EOFError) as exc:
+            self.end = EndOfStream("lost", idx, f"read error: {_reason(exc)}")
+            return
+        self.end = EndOfStream("eof", idx, "the camera closed the stream")
+
+    def close(self) -> None:
+        try:
+            self._container.close()
+        except (av.error.FFmpegError, OSError):
+            pass
+
+
+class RtspSource(_PyAVLiveSource):
+    """An RTSP camera over TCP (interleaved RTP), with open and read timeouts in seconds."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        decoder: str = "auto",
+    ) -> None:
+        options = {
+            "rtsp_transport": "tcp",
+            "timeout": str(int(read_timeout_s * 1e6)),  # socket I/O timeout, microseconds
+            "fflags": "nobuffer",
+            "analyzeduration": "1000000",
+            "probesize": "500000",
+        }
+        super().__init__(
+            uri,
+            container_format=None,
+            options=options,
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            decoder=decoder,
+        )
+
+
+class UsbSource(_PyAVLiveSource):
+    """A V4L2 camera (``/dev/videoN`` or ``v4l2:///dev/videoN``) through PyAV's ``v4l2`` input.
+
+    ``fps`` asks the driver for a frame rate (the driver may pick the nearest it supports).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        decoder: str = "auto",
+        fps: float | None = None,
+    ) -> None:
+        device = uri[len("v4l2://") :] if uri.startswith("v4l2://") else uri
+        if not device.startswith("/"):
+            device = "/" + device
+        if not Path(device).exists():
+            raise SourceError(f"{device}: no such video device", "unreachable")
+        options = {"framerate": f"{fps:g}"} if fps else {}
+        super().__init__(
+            device,
+            container_format="v4l2",
+            options=options,
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            decoder=decoder,
+            fps=fps,
+        )
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageDirSource:
+    """A folder of images, in sorted file-name order, as a video at a fixed ``fps``.
+
+    Every image is resized to the first one's size. ``capture_ts`` is the folder's
+    modification time plus ``pts``, so reruns give identical events. An unreadable image is
+    skipped and counted (``skipped``), never replaced by a blank frame.
+    """
+
+    live = False
+    decoder = "software"
+
+    def __init__(self, path: str | os.PathLike[str], *, fps: float = DEFAULT_IMAGE_FPS) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SourceError(f"no such image folder: {self.path}", "not_found")
+        self.files = sorted(
+            p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not self.files:
+            raise SourceError(f"{self.path} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
+        if first is None:
+            raise SourceError(f"{self.files[0]} is not a readable image")
+        rate = Fraction(fps).limit_denominator(1001)
+        self.info = StreamInfo(
+            uri=str(self.path),
+            width=first.shape[1],
+            height=first.shape[0],
+            fps=float(rate),
+            time_base=1 / rate,
+            frame_count=len(self.files),
+            start_ts=self.path.stat().st_mtime,
+            codec="image",
+        )
+        self.skipped = 0
+        self.end: EndOfStream | None = None
+
+    def frames(self) -> Iterator[SourceFrame]:
+        cv2 = self._cv2
+        idx = 0
+        size = (self.info.width, self.info.height)
+        for file in self.files:
+            bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            if bgr is None:
+                self.skipped += 1
+                continue
+            if (bgr.shape[1], bgr.shape[0]) != size:
+                bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            pts = float(idx * self.info.time_base)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield SourceFrame(rgb, idx, pts, idx, self.info.start_ts + pts)
+            idx += 1
+        detail = f"{self.skipped} unreadable image(s) skipped" if self.skipped else ""
+        self.end = EndOfStream("eof", idx, detail)
+
+    def close(self) -> None:
+        pass
+
+
+Source = FileSource | RtspSource | UsbSource | ImageDirSource
+
+
+# --- staying connected -----------------------------------------------------------------------
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter: attempt ``n`` waits about
+    ``min(cap_s, base_s * 2**(n-1))``, times a random factor in ``[1 - jitter, 1]``."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    jitter: float = 0.3
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        raw = min(self.cap_s, self.base_s * 2 ** max(attempt - 1, 0))
+        return raw * (1.0 - self.jitter * (rng or random).random())
+
+
+@dataclass
+class SourceStatus:
+    """A change in a camera's state, told in order with its frames.
+
+    ``kind``: ``online`` (connected, first frame decoded), ``offline`` (lost: ``reason`` is
+    ``silent``, ``lost``, ``eof`` or an open failure's reason), ``reconnect`` (about to retry
+    after ``delay_s``), ``reset`` (``resolution`` or ``pts_backwards``: downstream per-stream
+    state must start over), ``gave_up`` (``max_attempts`` failed opens in a row).
+    """
+
+    kind: str
+    reason: str = ""
+    attempt: int = 0
+    detail: str = ""
+    info: StreamInfo | None = None
+    decoder: str = ""
+    delay_s: float = 0.0
+    skipped: int = 0
+
+
+class ResilientSource:
+    """Keep a camera connected: open, stream, and on any loss reconnect with backoff.
+
+    Iterating yields :class:`SourceFrame` and :class:`SourceStatus` items in order. Frames get
+    a ``frame_idx`` and a ``pts`` that keep increasing across reconnects (``pts`` is rebased so
+    that it never goes backwards; a backwards jump is reported as a ``reset``). The attempt
+    counter only starts over after a session that stayed up ``stable_s`` seconds, and two opens
+    are at least ``min_restart_interval_s`` apart, so a flapping camera is retried at a bounded
+    pace. ``should_stop`` is polled between frames and during waits.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        should_stop: Callable[[], bool],
+        open_kwargs: dict[str, Any] | None = None,
+        backoff: Backoff | None = None,
+        max_attempts: int | None = None,
+        stable_s: float = 10.0,
+        min_restart_interval_s: float = 1.0,
+        opener: Callable[..., Any] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.should_stop = should_stop
+        self.open_kwargs = open_kwargs or {}
+        self.backoff = backoff or Backoff()
+        self.max_attempts = max_attempts
+        self.stable_s = stable_s
+        self.min_restart_interval_s = min_restart_interval_s
+        self._open = opener or open_source
+        self._rng = random.Random()
+        self.frames_read = 0
+        self.sessions = 0
+
+    def __iter__(self) -> Iterator[SourceFrame | SourceStatus]:
+        attempt = 0
+        size: tuple[int, int] | None = None
+        last_pts = -1.0
+        offset = 0.0
+        last_open = -1e9
+        while not self.should_stop():
+            wait = self.min_restart_interval_s - (time.monotonic() - last_open)
+            if wait > 0 and not self._sleep(wait):
+                return
+            last_open = time.monotonic()
+            try:
+                source = self._open(self.uri, **self.open_kwargs)
+            except SourceError as exc:
+                attempt += 1
+                if attempt == 1 and self.sessions == 0:
+                    yield SourceStatus("offline", exc.reason, attempt, str(exc))
+                if self.max_attempts is not None and attempt >= self.max_attempts:
+                    yield SourceStatus("gave_up", exc.reason, attempt, str(exc))
+                    return
+                delay = self.backoff.delay(attempt, self._rng)
+                yield SourceStatus("reconnect", exc.reason, attempt, str(exc), delay_s=delay)
+                if not self._sleep(delay):
+                    return
+                continue
+            started = time.monotonic()
+            first = True
+            session_base: float | None = None
+            try:
+                for frame in source.frames():
+                    h, w = frame.rgb.shape[:2]
+                    if first:
+                        first = False
+                        self.sessions += 1
+                        info = source.info
+                        info.width, info.height = w, h
+                        yield SourceStatus(
+                            "online",
+                            attempt=attempt,
+                            info=info,
+                            decoder=getattr(source, "decoder", "software"),
+                            skipped=getattr(source, "skipped_before_keyframe", 0),
+                        )
+                        if size is not None and size != (w, h):
+                            yield SourceStatus("reset", "resolution", info=info)
+                        size = (w, h)
+                        # A new session's clock starts anywhere: continue after the last pts.
+                        session_base = frame.pts
+                        offset = last_pts + 1.0 / max(info.fps, 1.0) if last_pts >= 0 else 0.0
+                    elif size != (w, h):
+                        info = source.info
+                        info.width, info.height = w, h
+                        size = (w, h)
+                        yield SourceStatus("reset", "resolution", info=info)
+                    pts = offset + frame.pts - (session_base or 0.0)
+                    if pts < last_pts:
+                        yield SourceStatus(
+                            "reset", "pts_backwards", detail=f"{pts:.3f} < {last_pts:.3f}"
+                        )
+                        offset += last_pts - pts + 1.0 / max(source.info.fps, 1.0)
+                        pts = offset + frame.pts - (session_base or 0.0)
+                    elif pts == last_pts:
+                        pts = last_pts + 1e-3
+                    last_pts = pts
+                    frame.pts, frame.pts_raw = pts, int(round(pts * 90000))
+                    frame.frame_idx = self.frames_read
+                    self.frames_read += 1
+                    yield frame
+                    if self.should_stop():
+                        return
+            finally:
+                source.close()
+            if self.should_stop():
+                return
+            end = source.end or EndOfStream("lost", 0, "")
+            if time.monotonic() - started >= self.stable_s:
+                attempt = 0
+            attempt += 1  # a session that ends (or never delivers a frame) is a failure too
+            yield SourceStatus("offline", end.reason, attempt, end.detail)
+            if self.max_attempts is not None and attempt >= self.max_attempts:
+                yield SourceStatus("gave_up", end.reason, attempt, end.detail)
+                return
+            delay = self.backoff.delay(attempt, self._rng)
+            yield SourceStatus("reconnect", end.reason, attempt, end.detail, delay_s=delay)
+            if not self._sleep(delay):
+                return
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep in short steps; False if asked to stop meanwhile."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.should_stop():
+                return False
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+        return not self.should_stop()
+
+
+# --- decoder choice and error classification -------------------------------------------------
+
+_REASON_TEXT = {
+    "unreachable": "camera unreachable",
+    "auth": "authentication failed (check the credentials in the URI)",
+    "timeout": "no answer in time",
+    "not_found": "stream not found on the server",
+    "no_video": "no video stream",
+    "unsupported": "unsupported stream",
+    "error": "cannot open",
+}
+
+
+def _classify(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = f"{name} {_reason(exc)}".lower()
+    if "unauthorized" in text or "401" in text or "403" in text or "forbidden" in text:
+        return "auth"
+    if "notfound" in name.lower() or "404" in text or "not found" in text:
+        return "not_found"
+    if "refused" in text or "unreachable" in text or "no route" in text or "reset" in text:
+        return "unreachable"
+    if isinstance(exc, (av.error.ExitError, TimeoutError)) or "timed out" in text:
+        return "timeout"
+    return "error"
+
+
+def _hwaccel(decoder: str) -> Any:
+    """PyAV hwaccel settings for ``decoder`` (``auto``: CUDA when a device is present)."""
+    if decoder == "software" or (decoder == "auto" and not cuda_present()):
+        return None
+    from av.codec.hwaccel import HWAccel
+
+    return HWAccel(device_type="cuda", allow_software_fallback=True)
+
+
+def _decoder_name(stream: Any) -> str:
+    try:
+        return "cuda" if stream.codec_context.is_hwaccel else "software"
+    except AttributeError:
+        return "software"
+
+
+_CUDA: bool | None = None
+
+
+def cuda_present() -> bool:
+    """Whether a CUDA device can be used (driver loads and reports a device); cached."""
+    global _CUDA
+    if _CUDA is None:
+        _CUDA = False
+        if "cuda" in av.codec.hwaccel.hwdevices_available():
+            try:
+                import ctypes
+
+                lib = ctypes.CDLL("libcuda.so.1")
+                count = ctypes.c_int(0)
+                _CUDA = lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0
+                _CUDA = _CUDA and count.value > 0
+            except OSError:
+                _CUDA = False
+    return _CUDA

@@ -427,10 +427,10 @@ def _apply_cue(p: np.ndarray, cur: str, nxt: str, x: float, tau: float) -> None:
         p[_TR] -= 0.1 * w
         p[_AFL] -= 0.25 * w
         p[_AFR] += 0.25 * w
-    elif nxt == "wave":  # the right hand rises toward the shoulder
-        p[_AFR] = p[_AFR] * (1.0 - w) + 0.35 * w
-        p[_AOR] += 0.75 * w
-        p[_EFR] += 1.3 * w
+    elif nxt == "wave":  # the right arm lifts sideways, the hand rising past the shoulder
+        p[_AFR] *= 1.0 - w
+        p[_AOR] += 1.2 * w
+        p[_EOR] += 1.0 * w
     elif nxt == "sit_down":  # knees bend, hips go back, torso leans forward, arms forward
         p[_TL] += 0.35 * w
         p[_TR] += 0.35 * w

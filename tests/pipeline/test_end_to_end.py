@@ -43,6 +43,12 @@ def vigil(
     )
 
 
+@pytest.fixture(autouse=True)
+def _few_boxes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random weights at threshold 0 give 100 boxes a frame; 8 keep every stage busy but quick."""
+    monkeypatch.setenv("VIGIL__DETECT__MAX_DETECTIONS", "8")
+
+
 @pytest.fixture(scope="module")
 def synthetic_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic")
