@@ -151,7 +151,10 @@ def test_control_add_list_remove_with_a_dead_camera_beside(tmp_path: Path) -> No
         assert listed["cam1"]["state"] in ("waiting", "connecting")
         assert "wrong-pw" not in json.dumps(listed)
         assert streams("remove", "--stream-id", "cam2")["ok"]
-        assert _wait_for(lambda: not streams("list")["streams"][1]["running"], 30)
+        assert _wait_for(
+            lambda: not {s["stream_id"]: s for s in streams("list")["streams"]}["cam2"]["running"],
+            30,
+        )
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
