@@ -780,12 +780,9 @@ def _worker_main(
     log_level: int,
 ) -> None:
     """A local worker process: build the perceiver once, then process inputs until told."""
-    # The parent coordinates shutdown: a Ctrl-C to the process group must not kill a file midway.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    if log_level > logging.DEBUG:
-        logging.getLogger("libav").setLevel(logging.CRITICAL)
+    from pipeline.stages import init_child_process
+
+    init_child_process(name, log_level)
     import torch
 
     from pipeline.runner import build_perceiver_from_config

@@ -153,6 +153,17 @@ class StageContext:
         self.zmq.destroy(linger=5000)
 
 
+def init_child_process(name: str, log_level: int) -> None:
+    """Set up a worker process: its parent orchestrates shutdown, so a Ctrl-C or SIGTERM sent to
+    the whole process group must not kill it mid-frame; logs carry the worker's name, and
+    FFmpeg's own log lines show in debug only."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    if log_level > logging.DEBUG:
+        logging.getLogger("libav").setLevel(logging.CRITICAL)
+
+
 def run_stage(
     name: str,
     body: Callable[[StageContext], None],
@@ -161,13 +172,7 @@ def run_stage(
     log_level: int,
 ) -> None:
     """Process entry point: run ``body``, report ``done`` or ``error`` with the traceback."""
-    # The supervisor orchestrates shutdown; a Ctrl-C reaching the whole process group must not
-    # kill stages mid-frame.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    if log_level > logging.DEBUG:
-        logging.getLogger("libav").setLevel(logging.CRITICAL)
+    init_child_process(name, log_level)
     ctx = StageContext(name, endpoints, stop_event)
     try:
         body(ctx)
