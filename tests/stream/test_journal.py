@@ -9,29 +9,17 @@ from pathlib import Path
 import pytest
 
 from stream.journal import EventJournal, JournalError
-
-
-def _event(kind: str = "frame.dropped", stream: str = "cam1", **fields) -> dict:
-    base = {
-        "v": 1,
-        "seq": None,
-        "type": kind,
-        "stream": stream,
-        "frame": 0,
-        "pts": 0.0,
-        "ts": "2026-01-01T00:00:00.000Z",
-    }
-    return {**base, **fields}
+from tests.stream.test_replay import event
 
 
 def test_seq_is_gap_free_and_continues_after_reopen(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     with EventJournal(path) as j:
-        lines = [j.append(_event(count=i, total=i)) for i in range(3)]
+        lines = [j.append(event(count=i, total=i)) for i in range(3)]
         assert [json.loads(x)["seq"] for x in lines] == [1, 2, 3]
     with EventJournal(path) as j:
         assert j.head == 3
-        assert json.loads(j.append(_event()))["seq"] == 4
+        assert json.loads(j.append(event()))["seq"] == 4
         assert [e["seq"] for e in j.events_after(0)] == [1, 2, 3, 4]
         assert [e["seq"] for e in j.events_after(2, limit=1)] == [3]
     db = sqlite3.connect(path)
@@ -42,7 +30,7 @@ def test_seq_is_gap_free_and_continues_after_reopen(tmp_path: Path) -> None:
 def test_read_after_filters_types_and_pages_in_batches(tmp_path: Path) -> None:
     with EventJournal(tmp_path / "j.sqlite") as j:
         for i in range(25):
-            j.append(_event("track.start" if i % 5 == 0 else "frame.dropped", track=i))
+            j.append(event("track.start" if i % 5 == 0 else "frame.dropped", track=i))
         got = [json.loads(x)["seq"] for x in j.read_after(0, types=["track."], batch=3)]
         assert got == [1, 6, 11, 16, 21]
         assert len(list(j.read_after(10, batch=4))) == 15
@@ -52,31 +40,31 @@ def test_read_after_filters_types_and_pages_in_batches(tmp_path: Path) -> None:
 def test_retention_deletes_oldest_but_keeps_window_and_head(tmp_path: Path) -> None:
     with EventJournal(tmp_path / "j.sqlite", max_rows=10, keep_s=0.0, retention_s=None) as j:
         for _ in range(30):
-            j.append(_event())
+            j.append(event())
         j.prune()
         assert len(j) == 10 and j.first == 21 and j.head == 30
     # rows younger than keep_s survive a max_rows cap
     with EventJournal(tmp_path / "k.sqlite", max_rows=5, keep_s=3600.0) as j:
         for _ in range(20):
-            j.append(_event())
+            j.append(event())
         assert j.prune() == 0 and len(j) == 20
         # by age: everything older than retention_s goes, except the newest row (the head)
         j.keep_s, j.retention_s = 0.0, 10.0
         assert j.prune(now=10**10) == 19
         assert j.head == 20 and len(j) == 1
     with EventJournal(tmp_path / "k.sqlite") as j:  # the head never goes back
-        assert json.loads(j.append(_event()))["seq"] == 21
+        assert json.loads(j.append(event()))["seq"] == 21
 
 
 def test_open_state_has_latest_stream_status_and_open_tracks(tmp_path: Path) -> None:
     with EventJournal(tmp_path / "j.sqlite") as j:
-        j.append(_event("stream.online", "a"))
-        j.append(_event("stream.online", "b"))
-        j.append(_event("track.start", "a", track=1))
-        j.append(_event("track.start", "a", track=2))
-        j.append(_event("track.end", "a", track=1))
-        j.append(_event("track.start", "b", track=1))
-        j.append(_event("stream.offline", "b"))
+        j.append(event("stream.online", "a"))
+        j.append(event("stream.online", "b"))
+        j.append(event("track.start", "a", track=1))
+        j.append(event("track.start", "a", track=2))
+        j.append(event("track.end", "a", track=1))
+        j.append(event("track.start", "b", track=1))
+        j.append(event("stream.offline", "b"))
         state = [(e["type"], e["stream"], e.get("track")) for e in map(json.loads, j.open_state())]
     assert state == [
         ("stream.online", "a", None),
@@ -89,10 +77,10 @@ def test_reader_is_read_only_and_missing_file_is_a_clear_error(tmp_path: Path) -
     with pytest.raises(JournalError, match="no journal"):
         EventJournal.open_reader(tmp_path / "none.sqlite")
     with EventJournal(tmp_path / "j.sqlite") as w:
-        w.append(_event())
+        w.append(event())
         r = EventJournal.open_reader(tmp_path / "j.sqlite")
-        w.append(_event())
+        w.append(event())
         assert r.head == 2  # sees the writer's commits
         with pytest.raises(JournalError, match="read-only"):
-            r.append(_event())
+            r.append(event())
         r.close()
