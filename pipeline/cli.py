@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity",
     )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="structured logs: one JSON object per line on stderr (default: human-readable)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -240,6 +245,18 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--duration", type=float, help="stop after this many seconds (exit 0)")
     p.add_argument("--control", help="serve `vigil streams` requests on this ZeroMQ endpoint")
+    p.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve the live viewer (/), Prometheus metrics (/metrics), /healthz and /readyz "
+        "on this address (HOST defaults to 127.0.0.1; off by default)",
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="files: start over at the end, forever (a stand-in camera; stop with Ctrl-C or "
+        "--duration)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -262,6 +279,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "runtime.mode": g("mode"),
         "runtime.duration_s": g("duration"),
         "runtime.control": g("control"),
+        "runtime.http": g("http"),
     }
 
 
@@ -275,9 +293,11 @@ def _load(config: Path | None, args: argparse.Namespace, input_uri: str | None =
         cfg = load_config(config, overrides)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    if getattr(args, "stream_id", None) and input_uri is None:
-        for src in cfg.sources:
+    for src in cfg.sources:
+        if getattr(args, "stream_id", None) and input_uri is None:
             src.stream_id = args.stream_id
+        if getattr(args, "loop", False):
+            src.loop = True
     return cfg
 
 
@@ -301,6 +321,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         "--control": getattr(cfg.runtime, "control", None),
         "--duration": getattr(cfg.runtime, "duration_s", None),
         "--mode live": getattr(cfg.runtime, "mode", "batch") == "live",
+        "--http": cfg.runtime.http,
+        "--loop": any(src.loop for src in cfg.sources) or getattr(args, "loop", False),
     }
     used = [flag for flag, value in live_only.items() if value]
     if used:

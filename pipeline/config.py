@@ -35,6 +35,19 @@ def check_endpoint(value: str) -> str:
     return value
 
 
+def parse_http_address(value: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` -> (host, port); HOST defaults to 127.0.0.1 (port 0: any free port)."""
+    host, sep, port = str(value).rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536 or (sep and not host):
+        raise ValueError(f"bad HTTP address {value!r}: expected [HOST:]PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+def format_http_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -71,6 +84,11 @@ class SourceConfig(_Strict):
     )
     stable_s: float = Field(
         10.0, gt=0, description="camera: a session this long resets the attempt count"
+    )
+    loop: bool = Field(
+        False,
+        description="files: start over at the end, forever, with pts still increasing (a "
+        "stand-in camera for demos and soak tests)",
     )
 
 
@@ -204,11 +222,38 @@ class RuntimeConfig(_Strict):
         30.0, gt=0, description="on SIGTERM, how long to wait for the drain"
     )
     progress: bool = Field(True, description="show a progress bar on a terminal")
+    http: str | None = Field(
+        None,
+        description="serve /metrics, /healthz, /readyz and the live viewer on [HOST:]PORT "
+        "(HOST defaults to 127.0.0.1)",
+    )
+    max_restarts: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="restarts of a crashed stage before the run fails (None: 5 in live mode, "
+        "0 in batch mode, where a lost frame would be a silent gap in the output)",
+    )
+    restart_backoff_s: float = Field(
+        1.0, gt=0, description="delay before a stage's first restart; doubles each time"
+    )
+    restart_backoff_max_s: float = Field(30.0, gt=0, description="cap of the restart delay")
+    ready_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="/readyz: a stream with no frame this long, or a stage with no report this "
+        "long, is not ready",
+    )
 
     @field_validator("control")
     @classmethod
     def _control_endpoint(cls, v: str | None) -> str | None:
         return None if v is None else check_endpoint(v)
+
+    @field_validator("http")
+    @classmethod
+    def _http_address(cls, v: str | None) -> str | None:
+        return None if v is None else format_http_address(*parse_http_address(v))
 
 
 class ArchiveConfig(_Strict):
