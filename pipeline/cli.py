@@ -34,10 +34,9 @@ class UserError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    from pipeline.logs import setup_logging  # --log-json, else VIGIL_LOG_JSON; workers follow
+
+    setup_logging(args.log_level, args.log_json or None)
     quiet_ffmpeg(args.log_level)
     try:
         return int(args.func(args) or EXIT_OK)

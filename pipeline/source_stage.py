@@ -35,6 +35,7 @@ from typing import Any
 
 from models.results import FrameResult
 from pipeline.analytics import offline_event, online_event
+from pipeline.logs import stream_logger
 from pipeline.stages import StageContext
 from stream import events as ev
 from stream.transport import FrameRing
@@ -131,12 +132,19 @@ class SourceSender:
         self.live = rt["mode"] == "live"
         self.camera = is_live_uri(src["uri"])
         self.stream_id = src["stream_id"]
+        self.log = stream_logger(log, self.stream_id)  # every line names the stream
+        self.loop = bool(src.get("loop")) and not self.camera  # a camera never ends anyway
         self.slots = rt["ring_slots"]
         self.inflight = min(rt["live_inflight"], self.slots) if self.live else self.slots
         self.ring: FrameRing | None = None
         self.retired: list[tuple[FrameRing, set[int]]] = []
         self.free: list[int] = []
-        self.outstanding: set[int] = set()
+        # (ring name, slot) -> generation of the frame in it; a credit must name both, so a
+        # late credit for a slot reclaimed after a downstream restart is recognised and ignored.
+        self.outstanding: dict[tuple[str, int], int] = {}
+        self.next_gen = 0
+        self.reconnects = 0
+        self.drops_restart = 0  # frames lost in a downstream stage that crashed
         self.opened = False
         self.online = False
         self.pending_online: Any = None
@@ -151,6 +159,22 @@ class SourceSender:
         self.end: tuple[str, str] | None = None
         self._stop_reader = threading.Event()
         self.handoff = Handoff(self.live, self._reader_should_stop)
+        ctx.stats_hook = self._stats
+
+    def _stats(self, metrics: Any) -> None:
+        sid = self.stream_id
+        metrics.set_total("vigil_frames_in", self.handoff.frames_in, stream=sid)
+        metrics.set_total("vigil_frames_dropped", self.handoff.dropped, stream=sid, reason="live")
+        metrics.set_total(
+            "vigil_frames_dropped",
+            self.drops_extra - self.drops_restart,
+            stream=sid,
+            reason="keyframe",
+        )
+        metrics.set_total("vigil_frames_dropped", self.drops_restart, stream=sid, reason="restart")
+        metrics.set_total("vigil_reconnects", self.reconnects, stream=sid)
+        metrics.set("vigil_queue_depth", len(self.outstanding), stream=sid)
+        metrics.set("vigil_queue_capacity", self.inflight, stream=sid)
 
     @property
     def frames_read(self) -> int:
@@ -224,15 +248,22 @@ class SourceSender:
     # --- sender (main thread) -------------------------------------------------------------
 
     def run(self) -> None:
-        from stream.sources import open_source
+        from stream.sources import LoopingSource, open_source, redact_uri
 
         ctx = self.ctx
-        if not self.camera:  # a bad file is the user's error: raise it before anything else
-            self._opened_file = open_source(
-                self.src["uri"],
-                decoder=self.src.get("decoder", "auto"),
-                fps=self.src.get("fps"),
+        if self.camera and self.src.get("loop"):
+            self.log.warning(
+                "loop ignored: %s is a camera (it is reconnected when it drops, never ends)",
+                redact_uri(self.src["uri"]),
             )
+        if not self.camera:  # a bad file is the user's error: raise it before anything else
+            kwargs = {"decoder": self.src.get("decoder", "auto"), "fps": self.src.get("fps")}
+            if self.loop:
+                self._opened_file = LoopingSource(
+                    self.src["uri"], open_kwargs=kwargs, on_pass_end=self._pass_ended
+                )
+            else:
+                self._opened_file = open_source(self.src["uri"], **kwargs)
         self.out = ctx.push(ctx.endpoints.infer)
         self.credits = ctx.pull(ctx.endpoints.credit(self.stream_id))
         ctx.report("state", stream_id=self.stream_id, state="connecting")
@@ -285,6 +316,12 @@ class SourceSender:
             reason, detail = "eof", ""
         if self.online or not self.camera:  # a camera already offline was reported so
             self._event(offline_event(self.stream_id, self.last, reason, self.frames_read, detail))
+        self.log.info(
+            "ended (%s): %d frames read%s",
+            reason,
+            self.frames_read,
+            f"; {detail}" if detail else "",
+        )
         ctx.send(
             self.out,
             {
@@ -308,17 +345,40 @@ class SourceSender:
             first = False
             if msg is None:
                 return
-            slot = msg[0]["slot"]
+            credit = msg[0]
+            if credit.get("reclaim"):
+                self._reclaim()
+                continue
+            key = (credit.get("ring"), credit["slot"])
+            if key not in self.outstanding or self.outstanding[key] != credit.get("gen"):
+                continue  # a slot already reclaimed after a restart: stale
             self.last_credit = time.monotonic()
             self.credits_seen += 1
             self.blocked_warned = False
-            self.outstanding.discard(slot)
+            self._free(*key)
+
+    def _free(self, ring: str, slot: int) -> None:
+        del self.outstanding[(ring, slot)]
+        if self.ring is not None and ring == self.ring.name:
             self.free.append(slot)
-            for entry in list(self.retired):
+            return
+        for entry in list(self.retired):
+            if entry[0].name == ring:
                 entry[1].discard(slot)
                 if not entry[1]:
                     entry[0].close()
                     self.retired.remove(entry)
+
+    def _reclaim(self) -> None:
+        """A stage downstream crashed and was restarted (the supervisor says so): frames it
+        held will never come back, so take their slots back, counted as dropped."""
+        lost = len(self.outstanding)
+        for key in list(self.outstanding):
+            self._free(*key)
+        if lost:
+            self.drops_restart += lost
+            self.drops_extra += lost
+            log.warning("stream %s: %d frame(s) lost in a restarted stage", self.stream_id, lost)
 
     def _wait_credit(self) -> None:
         """No slot free and a frame waiting: wait briefly for one; warn if downstream is stuck."""
@@ -329,21 +389,21 @@ class SourceSender:
         flowing = self.credits_seen > 0
         if blocked > limit and flowing and not self.blocked_warned and self.outstanding:
             self.blocked_warned = True
-            log.warning(
-                "%s: downstream blocked: no ring slot back for %.0f s (camera still read)",
-                self.stream_id,
-                blocked,
+            self.log.warning(
+                "downstream blocked: no ring slot back for %.0f s (camera still read)", blocked
             )
             self.ctx.report("info", stream_id=self.stream_id, blocked_s=round(blocked, 1))
 
     def _status(self, status: Any) -> None:
         kind = status.kind
         if kind == "online":
+            self._log_online(status)
             self.pending_online = status
             self.drops_extra += status.skipped
             self._ensure_ring(status.info)
             self.ctx.report("state", stream_id=self.stream_id, state="streaming")
         elif kind == "reset":
+            self.log.info("reset (%s): tracks and per-stream state start over", status.reason)
             if status.reason == "resolution" and status.info is not None:
                 self._new_ring(status.info)
             self.ctx.send(
@@ -364,6 +424,9 @@ class SourceSender:
                 if kind == "gave_up":
                     detail = f"gave up after {status.attempt} attempts: {detail}"
                     self.end = (status.reason, detail)
+                    self.log.error("%s", detail)
+                else:
+                    self.log.warning("offline (%s): %s", status.reason, detail or "no detail")
                 self._event(
                     offline_event(
                         self.stream_id, self.last, status.reason, self.frames_read, detail
@@ -373,6 +436,13 @@ class SourceSender:
             self.pending_online = None
             self.ctx.report("state", stream_id=self.stream_id, state="waiting")
         elif kind == "reconnect":
+            self.reconnects += 1
+            self.log.info(
+                "reconnecting in %.1f s (attempt %d, after %s)",
+                status.delay_s,
+                status.attempt,
+                status.reason,
+            )
             self._event(
                 ev.make_event(
                     "stream.reconnect",
@@ -388,6 +458,38 @@ class SourceSender:
             )
         elif kind == "end":
             self.end = (status.reason, status.detail)
+
+    def _log_online(self, status: Any) -> None:
+        from stream.sources import redact_uri
+
+        info = status.info
+        how = f"attempt {status.attempt}" if self.camera else ("looping" if self.loop else "file")
+        self.log.info(
+            "online: %s (%dx%d, %.2f frames/s, decoder %s, %s)",
+            redact_uri(self.src["uri"]),
+            info.width,
+            info.height,
+            info.fps,
+            status.decoder or "software",
+            how,
+        )
+
+    def _pass_ended(self, passes: int, end: Any) -> None:
+        """Looping file (reader thread): one pass over the file ended; the next one starts."""
+        if end.reason == "truncated":
+            self.log.warning(
+                "pass %d truncated after %d frames (%s); starting over",
+                passes,
+                end.frames_read,
+                end.detail,
+            )
+        elif passes == 1:
+            self.log.info(
+                "end of the file after %d frames: starting over (pts and frame indexes go on)",
+                end.frames_read,
+            )
+        else:
+            self.log.debug("pass %d ended after %d frames: starting over", passes, end.frames_read)
 
     def _ensure_ring(self, info: Any) -> None:
         if self.ring is None:
@@ -419,14 +521,15 @@ class SourceSender:
         if self.ring is not None:
             if self.ring.slot_bytes == info.width * info.height * 3:
                 return
-            if self.outstanding:
-                self.retired.append((self.ring, set(self.outstanding)))
+            mine = {slot for ring, slot in self.outstanding if ring == self.ring.name}
+            if mine:
+                self.retired.append((self.ring, mine))
             else:
                 self.ring.close()
         self.ring = FrameRing.create(self.slots, info.width * info.height * 3)
         self.ctx.report("ring", name=self.ring.name)
         # Slots still out belong to the old ring; they become free here when they come back.
-        self.free = [s for s in range(self.slots) if s not in self.outstanding]
+        self.free = list(range(self.slots))
 
     def _send_frame(self, frame: Any) -> None:
         ctx = self.ctx
@@ -447,7 +550,8 @@ class SourceSender:
             return
         slot = self.free.pop(0)
         self.ring.write(slot, frame.rgb)
-        self.outstanding.add(slot)
+        self.next_gen += 1
+        self.outstanding[(self.ring.name, slot)] = self.next_gen
         result = FrameResult(
             self.stream_id,
             frame.frame_idx,
@@ -462,7 +566,7 @@ class SourceSender:
             self.out,
             {
                 "kind": "frame",
-                "addr": self.ring.address(slot, frame.rgb.shape),
+                "addr": {**self.ring.address(slot, frame.rgb.shape), "gen": self.next_gen},
                 "pts_raw": frame.pts_raw,
                 "result": header,
             },

@@ -39,11 +39,13 @@ from typing import Any
 
 import zmq
 
+from pipeline.metrics import StageMetrics
 from stream import wire
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 200
+STATS_INTERVAL_S = 1.0
 FAULT_ENV = "VIGIL_INJECT_FAULT"
 
 
@@ -56,6 +58,7 @@ class Endpoints:
     analytics: str
     publish: str
     credit_prefix: str
+    tap: str  # publish -> supervisor: events and annotated JPEGs for the HTTP viewer
 
     @classmethod
     def in_dir(cls, folder: Path) -> Endpoints:
@@ -65,6 +68,7 @@ class Endpoints:
             f"ipc://{folder}/analytics",
             f"ipc://{folder}/publish",
             f"ipc://{folder}/credit-",
+            f"ipc://{folder}/tap",
         )
 
     def credit(self, stream_id: str) -> str:
@@ -89,6 +93,21 @@ class StageContext:
         self.control.connect(endpoints.control)
         self._parent = os.getppid()
         self._fault = _parse_fault(os.environ.get(FAULT_ENV, ""), name)
+        self.metrics = StageMetrics()
+        #: Called before each stats report, to copy totals the body keeps into :attr:`metrics`.
+        self.stats_hook: Callable[[StageMetrics], None] | None = None
+        self._next_stats = 0.0
+
+    def tick(self, force: bool = False) -> None:
+        """Send the ``stats`` report (metrics snapshot) about once a second. It doubles as the
+        stage's heartbeat: a stage that stops reporting is stalled (see /readyz)."""
+        now = time.monotonic()
+        if not force and now < self._next_stats:
+            return
+        self._next_stats = now + STATS_INTERVAL_S
+        if self.stats_hook is not None:
+            self.stats_hook(self.metrics)
+        self.report("stats", **self.metrics.snapshot())
 
     def report(self, kind: str, **fields: Any) -> None:
         try:
@@ -97,16 +116,19 @@ class StageContext:
             log.error("%s: supervisor unreachable; dropping %s report", self.name, kind)
 
     def check(self) -> None:
+        self.tick()
         if os.getppid() != self._parent:
             raise Stopped("supervisor is gone")
 
     def maybe_fault(self, frame_idx: int) -> None:
-        """Fault injection for supervision tests (``VIGIL_INJECT_FAULT=stage:frame:raise|kill``)."""
-        if self._fault is None or frame_idx != self._fault[0]:
+        """Fault injection for supervision tests (``VIGIL_INJECT_FAULT=stage:frame:raise|kill|
+        hang``): fires once, on the first frame at or past that index (live mode drops frames)."""
+        if self._fault is None or frame_idx < self._fault[0]:
             return
-        if self._fault[1] == "kill":
+        fault, self._fault = self._fault, None
+        if fault[1] == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        if self._fault[1] == "hang":
+        if fault[1] == "hang":
             while True:
                 time.sleep(1)
         raise RuntimeError(f"injected fault in stage {self.name} at frame {frame_idx}")
@@ -129,6 +151,7 @@ class StageContext:
     def send(self, sock: zmq.Socket, header: dict[str, Any], arrays: dict | None = None) -> None:
         """Send, waiting for room as long as it takes, but never past a dead parent."""
         frames = wire.encode(header, arrays)
+        self.tick()
         while not sock.poll(POLL_MS, zmq.POLLOUT):
             self.check()
         sock.send_multipart(frames, copy=False)
@@ -136,6 +159,7 @@ class StageContext:
     def recv(self, sock: zmq.Socket, timeout_ms: int | None = None) -> tuple[dict, dict] | None:
         """Receive one message; None after ``timeout_ms`` (never None when it is None)."""
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        self.tick()
         while True:
             wait_ms = POLL_MS
             if deadline is not None:
@@ -159,7 +183,9 @@ def init_child_process(name: str, log_level: int) -> None:
     FFmpeg's own log lines show in debug only."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    from pipeline.logs import setup_logging  # JSON or not: the parent's VIGIL_LOG_JSON
+
+    setup_logging(log_level, None, process=name)
     if log_level > logging.DEBUG:
         logging.getLogger("libav").setLevel(logging.CRITICAL)
 
@@ -176,6 +202,7 @@ def run_stage(
     ctx = StageContext(name, endpoints, stop_event)
     try:
         body(ctx)
+        ctx.tick(force=True)
         ctx.report("done")
     except Stopped as exc:
         ctx.report("done", note=str(exc))

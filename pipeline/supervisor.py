@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ from typing import Any
 import zmq
 
 from pipeline.config import VigilConfig
+from pipeline.metrics import RunMetrics
 from pipeline.stages import Endpoints, dynamic_budget, run_stage
 from pipeline.workers import analytics_body, infer_body, publish_body, source_body
+from stream import events as ev
 from stream import wire
 
 log = logging.getLogger(__name__)
@@ -103,10 +106,41 @@ class _Run:
         self.rings: list[str] = []
         self.summary = RunSummary()
         self.shutdown_sent = False
+        # Restarts (see _crashed): live runs restart a crashed or hung stage with backoff.
+        limit = cfg.runtime.max_restarts
+        self.max_restarts = (
+            limit if limit is not None else (5 if plain["runtime"]["mode"] == "live" else 0)
+        )
+        self.bodies: dict[str, Any] = {}
+        self.restarts: dict[str, int] = {}
+        self.pending_restart: dict[str, float] = {}
+        self.awaiting_up: set[str] = set()
+        self.last_report: dict[str, float] = {}
+        self.stats_seen: set[str] = set()
+        self.stream_infos: dict[str, dict[str, Any]] = {}
+        self.eos_reports = 0
+        self.frames_base = self.events_base = 0
+        self.n_downstream = 0
+        self.model_loaded = False
+        self.metrics = RunMetrics()
+        self.loop_ts = time.monotonic()
+        self.started = time.monotonic()
+        self.status: dict[str, Any] = {
+            "ready": False,
+            "reasons": ["starting"],
+            "streams": [],
+            "stages": [],
+            "uptime_s": 0.0,
+        }
+        self._fps: dict[str, deque[tuple[float, float]]] = {}
+        self._last_frame: dict[str, float] = {}
+        self._socks: dict[str, zmq.Socket] = {}
+        self.zctx: zmq.Context | None = None
 
     # --- processes ----------------------------------------------------------------------
 
     def _start(self, name: str, body: Any, args: tuple, stop: Any) -> None:
+        self.bodies[name] = body
         proc = self.spawn.Process(
             target=run_stage,
             name=f"vigil-{name}",
@@ -116,6 +150,7 @@ class _Run:
         proc.start()
         self.procs[name] = proc
         self.done.discard(name)
+        self.last_report[name] = time.monotonic()
 
     def _start_source(self, src: dict[str, Any]) -> None:
         sid = src["stream_id"]
@@ -201,22 +236,30 @@ class _Run:
         cfg, plain, summary = self.cfg, self.plain, self.summary
         n = len(plain["sources"])
         downstream = dynamic_budget(plain) if self.dynamic else n
-        zctx = zmq.Context()
+        self.n_downstream = downstream
+        zctx = self.zctx = zmq.Context()
         control = zctx.socket(zmq.PULL)
         control.setsockopt(zmq.LINGER, 0)
         control.bind(self.endpoints.control)
-        server = None
-        if self.dynamic:
-            from pipeline.control import ControlServer
+        server = http = None
+        try:
+            if self.dynamic:
+                from pipeline.control import ControlServer
 
-            try:
-                server = ControlServer(zctx, cfg.runtime.control, self.handle)
-            except zmq.ZMQError as exc:
-                control.close()
-                zctx.term()
-                raise StageFailed(
-                    "control", f"cannot bind {cfg.runtime.control}: {exc}", user=True
-                ) from None
+                try:
+                    server = ControlServer(zctx, cfg.runtime.control, self.handle)
+                except zmq.ZMQError as exc:
+                    raise StageFailed(
+                        "control", f"cannot bind {cfg.runtime.control}: {exc}", user=True
+                    ) from None
+            if cfg.runtime.http:
+                http = self._open_http(zctx)
+        except BaseException:
+            if server is not None:
+                server.close()
+            control.close()
+            zctx.destroy(linger=0)
+            raise
         self._start("publish", publish_body, (plain, downstream), self.stop)
         self._start("analytics", analytics_body, (plain, downstream), self.stop)
         self._start("infer", infer_body, (plain, None if self.dynamic else n), self.stop)
@@ -229,16 +272,18 @@ class _Run:
         bar = _progress_bar(cfg, self.total)
         start = time.monotonic()
         last_progress = time.monotonic()
+        next_check = 0.0
         duration = cfg.runtime.duration_s
         ended_sent: dict[str, int] = {}
         failed = True
         try:
             while len(self.done) < len(self.procs):
+                now = self.loop_ts = time.monotonic()
                 if signals.caught and not self.stop.is_set():
                     log.warning("%s: finishing the frames in flight, then exiting", signals.caught)
                     summary.interrupted = True
                     self._request_stop()
-                if duration and not self.stop.is_set() and time.monotonic() - start > duration:
+                if duration and not self.stop.is_set() and now - start > duration:
                     log.info("duration of %.1f s reached: draining", duration)
                     self._request_stop()
                 if self.dynamic and self.stop.is_set() and not self.shutdown_sent:
@@ -246,15 +291,27 @@ class _Run:
                         self._send_shutdown(zctx)
                 if server is not None:
                     server.serve(0)
+                self._due_restarts()
                 if control.poll(100, zmq.POLLIN):
                     msg, _ = wire.recv(control)
                     kind, stage = msg["kind"], msg["stage"]
+                    self.last_report[stage] = time.monotonic()
+                    if stage in self.awaiting_up:  # a restarted stage is up
+                        self.awaiting_up.discard(stage)
+                        self._reclaim_slots()
                     if kind == "error":
-                        raise StageFailed(stage, msg["message"], msg["traceback"], msg["user"])
-                    if kind == "done":
+                        self._crashed(
+                            stage, "crashed", msg["message"], msg["traceback"], msg["user"]
+                        )
+                    elif kind == "done":
                         self.done.add(stage)
+                    elif kind == "stats":
+                        self.stats_seen.add(stage)
+                        self.metrics.update(stage, msg)
                     elif kind == "ring":
                         self.rings.append(msg["name"])
+                    elif kind == "open":
+                        self.stream_infos[msg["stream_id"]] = msg["info"]
                     elif kind == "state":
                         if msg["state"] == "streaming":
                             last_progress = time.monotonic()
@@ -262,32 +319,35 @@ class _Run:
                         if msg["state"] == "ended":
                             ended_sent[msg["stream_id"]] = msg.get("sent", 0)
                     elif kind == "info" and "detector" in msg:
+                        self.model_loaded = True
                         for src in deferred:
                             self._start_source(src)
                         deferred = []
                         summary.detector = msg["detector"]
                         log.info("detector: %s", msg["detector"])
                     elif kind == "progress":
+                        frames = self.frames_base + msg["frames"]
                         if bar is not None:
-                            bar.update(msg["frames"] - summary.frames)
-                        summary.frames, summary.events = msg["frames"], msg["events"]
+                            bar.update(frames - summary.frames)
+                        summary.frames = frames
+                        summary.events = self.events_base + msg["events"]
                         last_progress = time.monotonic()
-                    elif kind == "eos" and msg["stream_id"] is not None:
-                        summary.streams[msg["stream_id"]] = {
-                            k: msg[k] for k in ("reason", "frames_read", "detail")
-                        }
-                    continue
-                for name, proc in self.procs.items():
-                    if name not in self.done and proc.exitcode is not None:
-                        raise StageFailed(
-                            name,
-                            f"process exited with code {proc.exitcode} without reporting an error",
-                        )
+                    elif kind == "eos":
+                        self.eos_reports += 1
+                        if msg["stream_id"] is not None:
+                            summary.streams[msg["stream_id"]] = {
+                                k: msg[k] for k in ("reason", "frames_read", "detail")
+                            }
+                    if time.monotonic() < next_check:
+                        continue
+                next_check = time.monotonic() + 0.2
+                self._check_stages()
                 # A pipeline with no camera streaming (all reconnecting, or none added) is idle,
                 # not stalled; frames still in flight after the last source ended do count.
                 active = any(s == "streaming" for s in self.states.values())
                 active = active or sum(ended_sent.values()) > summary.frames
                 active = active or not self.states
+                active = active and not self.pending_restart
                 if active and time.monotonic() - last_progress > cfg.runtime.stage_timeout_s:
                     raise StageFailed(
                         "pipeline",
@@ -295,6 +355,8 @@ class _Run:
                     )
                 if not active:
                     last_progress = time.monotonic()
+                if http is not None:
+                    self._refresh_status()
             failed = False
         finally:
             summary.seconds = time.monotonic() - start
@@ -304,11 +366,249 @@ class _Run:
             _join_all(self.procs, timeout_s=0.0 if failed else 10.0, quiet=failed)
             _unlink_rings(self.rings)
             signals.restore()
+            if http is not None:
+                http.close()
+                http.tap.close()
             if server is not None:
                 server.close()
             control.close()
-            zctx.term()
+            for sock in self._socks.values():
+                sock.close(linger=0)
+            zctx.destroy(linger=0)
         return summary
+
+    # --- restarts -----------------------------------------------------------------------
+
+    def _check_stages(self) -> None:
+        """Notice stages that died without a word, or stopped reporting (hung)."""
+        timeout = self.cfg.runtime.stage_timeout_s
+        for name, proc in list(self.procs.items()):
+            if name in self.done or name in self.pending_restart:
+                continue
+            if proc.exitcode is not None:
+                self._crashed(name, "died", f"process {_exit_text(proc.exitcode)}")
+                continue
+            silent = time.monotonic() - self.last_report.get(name, time.monotonic())
+            if name in self.stats_seen and silent > timeout:
+                message = f"hung: no report for {silent:.0f} s"
+                if self._restartable(name):
+                    proc.kill()
+                self._crashed(name, "hung", message)
+
+    def _restartable(self, name: str) -> bool:
+        """Sources are not restarted (a camera reconnects inside its own process); the other
+        stages are, up to ``max_restarts`` each, unless the run is draining."""
+        return (
+            not name.startswith("source:")
+            and not self.stop.is_set()
+            and self.restarts.get(name, 0) < self.max_restarts
+        )
+
+    def _crashed(
+        self, name: str, reason: str, message: str, traceback: str = "", user: bool = False
+    ) -> None:
+        """A stage crashed, died or hung: schedule its restart, or end the run (StageFailed)."""
+        if user or not self._restartable(name):
+            done = self.restarts.get(name, 0)
+            if done:
+                message += f" (after {done} restart{'s' if done > 1 else ''})"
+            raise StageFailed(name, message, traceback, user)
+        attempt = self.restarts.get(name, 0) + 1
+        self.restarts[name] = attempt
+        rt = self.cfg.runtime
+        delay = min(rt.restart_backoff_s * 2 ** (attempt - 1), rt.restart_backoff_max_s)
+        self.pending_restart[name] = time.monotonic() + delay
+        self.stats_seen.discard(name)
+        self.metrics.stage_gone(name)
+        self.metrics.own.inc("vigil_stage_restarts", stage=name, reason=reason)
+        if name == "publish":  # the new process counts from zero
+            self.frames_base, self.events_base = self.summary.frames, self.summary.events
+        log.warning(
+            "stage %s %s: %s; restarting in %.1f s (restart %d of at most %d)",
+            name,
+            reason,
+            message.splitlines()[0] if message else "",
+            delay,
+            attempt,
+            self.max_restarts,
+        )
+        if traceback:
+            log.info("stage %s traceback:\n%s", name, traceback)
+        self._inject_event(
+            ev.make_event(
+                "stage.restart",
+                "*",
+                frame=None,
+                pts=None,
+                ts=time.time(),
+                stage=name,
+                reason=reason,
+                attempt=attempt,
+                delay_s=round(delay, 3),
+                detail=message.splitlines()[0] if message else "",
+            )
+        )
+
+    def _due_restarts(self) -> None:
+        now = time.monotonic()
+        for name, due in list(self.pending_restart.items()):
+            if now < due:
+                continue
+            del self.pending_restart[name]
+            old = self.procs[name]
+            if old.exitcode is None:
+                old.kill()
+            old.join(2.0)
+            left = max(self.n_downstream - self.eos_reports, 1)
+            if name == "publish":
+                resume = {"restart": self.restarts[name], "streams": dict(self.stream_infos)}
+                args: tuple = (self.plain, left, resume)
+            elif name == "infer":
+                args = (self.plain, None if self.dynamic else left)
+            else:
+                args = (self.plain, left)
+            self._start(name, self.bodies[name], args, self.stop)
+            self.awaiting_up.add(name)
+            log.warning("stage %s restarted (restart %d)", name, self.restarts[name])
+
+    def _sock(self, endpoint: str) -> zmq.Socket:
+        sock = self._socks.get(endpoint)
+        if sock is None:
+            sock = self._socks[endpoint] = self.zctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDTIMEO, 1000)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect(endpoint)
+        return sock
+
+    def _inject_event(self, event: dict[str, Any]) -> None:
+        """Publish a supervisor event through the publish stage (queued while it restarts)."""
+        try:
+            wire.send(self._sock(self.endpoints.publish), {"kind": "event", "event": event})
+        except zmq.Again:
+            log.error("publish stage unreachable; event %s not published", event["type"])
+
+    def _reclaim_slots(self) -> None:
+        """Frames held by a stage that crashed never come back: sources take their slots back."""
+        for sid in self._sources_running():
+            try:
+                wire.send(self._sock(self.endpoints.credit(sid)), {"reclaim": True})
+            except zmq.Again:
+                log.error("stream %s: source unreachable for slot reclaim", sid)
+
+    # --- HTTP: viewer, metrics, health --------------------------------------------------
+
+    def _open_http(self, zctx: zmq.Context) -> Any:
+        from pipeline.config import parse_http_address
+        from pipeline.http import HttpService, LiveTap
+
+        host, port = parse_http_address(self.cfg.runtime.http)
+        tap = LiveTap(zctx, self.endpoints.tap)
+        registry = self.metrics.registry()
+        try:
+            service = HttpService(
+                host,
+                port,
+                tap=tap,
+                status=lambda: self.status,
+                metrics=lambda: _exposition(registry),
+                alive=self._alive,
+            )
+        except OSError as exc:
+            tap.close()
+            raise StageFailed(
+                "http", f"cannot serve HTTP on {host}:{port} ({exc.strerror or exc})", user=True
+            ) from None
+        log.warning("viewer, /metrics, /healthz and /readyz on %s", service.url)
+        return service
+
+    def _alive(self) -> bool:
+        return time.monotonic() - self.loop_ts < 5.0
+
+    def _refresh_status(self) -> None:
+        """Recompute /api/status and /readyz (read by the HTTP threads; swapped whole)."""
+        from pipeline.http import time_since
+        from stream.sources import redact_uri
+
+        now = time.monotonic()
+        rt, m = self.cfg.runtime, self.metrics
+        running = set(self._sources_running())
+        reasons: list[str] = []
+        streams = []
+        for sid in self.source_stops:
+            frames = m.value("vigil_frames_processed", stream=sid)
+            history = self._fps.setdefault(sid, deque(maxlen=64))
+            if not history or history[-1][1] != frames:
+                self._last_frame[sid] = now if history or frames else self._last_frame.get(sid)
+            history.append((now, frames))
+            while len(history) > 2 and now - history[0][0] > 5.0:
+                history.popleft()
+            span = history[-1][0] - history[0][0]
+            fps = (history[-1][1] - history[0][1]) / span if span > 0.5 else 0.0
+            state = self.states.get(sid, "connecting")
+            age = time_since(self._last_frame.get(sid))
+            dropped = sum(
+                m.value("vigil_frames_dropped", stream=sid, reason=r)
+                for r in ("live", "keyframe", "restart")
+            )
+            streams.append(
+                {
+                    "stream_id": sid,
+                    "uri": redact_uri(self.source_uris[sid]),
+                    "state": state,
+                    "running": sid in running,
+                    "fps": round(fps, 2),
+                    "frames": int(frames),
+                    "dropped": int(dropped),
+                    "reconnects": int(m.value("vigil_reconnects", stream=sid)),
+                    "last_frame_age_s": age,
+                }
+            )
+            m.own.set("vigil_stream_up", 1 if state == "streaming" else 0, stream=sid)
+            m.own.set("vigil_stream_fps", fps, stream=sid)
+            if sid not in running:
+                continue
+            if state != "streaming":
+                what = {"waiting": "camera down, reconnecting", "connecting": "connecting"}
+                reasons.append(f"stream {sid}: {what.get(state, state)}")
+            elif self.model_loaded and (age is None or age > rt.ready_timeout_s):
+                since = "yet" if age is None else f"for {age:.0f} s"
+                reasons.append(f"stream {sid}: no frame through the graph {since}")
+        stages = []
+        for name, proc in self.procs.items():
+            alive = proc.exitcode is None and name not in self.pending_restart
+            silent = now - self.last_report.get(name, now)
+            stages.append(
+                {
+                    "name": name,
+                    "pid": proc.pid,
+                    "alive": alive,
+                    "restarts": self.restarts.get(name, 0),
+                    "last_report_age_s": round(silent, 2),
+                }
+            )
+            m.own.set("vigil_stage_up", 1 if alive else 0, stage=name)
+            m.own.set("vigil_stage_last_report_age_seconds", silent, stage=name)
+            if name in self.done:
+                continue
+            if name in self.pending_restart:
+                wait = max(self.pending_restart[name] - now, 0.0)
+                reasons.append(f"stage {name}: down, restarting in {wait:.1f} s")
+            elif name in self.awaiting_up:
+                reasons.append(f"stage {name}: restarting")
+            elif name == "infer" and not self.model_loaded:
+                reasons.append("stage infer: loading the model")
+            elif name in self.stats_seen and silent > rt.ready_timeout_s:
+                reasons.append(f"stage {name}: stalled, no report for {silent:.0f} s")
+        if not running and not self.dynamic:
+            reasons.append("no stream running")
+        m.own.set("vigil_ready", 0 if reasons else 1)
+        self.status = {
+            "ready": not reasons,
+            "reasons": reasons,
+            "uptime_s": round(now - self.started, 1),
+            "streams": streams,
+            "stages": stages,
+        }
 
     def _send_shutdown(self, zctx: zmq.Context) -> None:
         """Dynamic runs: tell infer that no stream will come any more (see pipeline.stages)."""
@@ -349,6 +649,21 @@ class _SignalFlag:
     def restore(self) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code} without reporting an error"
+
+
+def _exposition(registry: Any) -> tuple[bytes, str]:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def _join_all(procs: dict[str, mp.Process], timeout_s: float, quiet: bool = False) -> None:

@@ -45,6 +45,8 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     perceiver = build_perceiver_from_config(cfg, device=device)
     ctx.report("info", detector=f"{det_cfg['model']} on {device}: {perceiver.description}")
     class_names = list(perceiver.class_names)
+    if device.startswith("cuda"):
+        ctx.stats_hook = lambda metrics: _gpu_memory(metrics, device)
     inp, out = ctx.pull(ctx.endpoints.infer), ctx.push(ctx.endpoints.analytics)
     reader = RingReader()
     batch_size, wait_ms = det_cfg["batch_size"], det_cfg["batch_wait_ms"]
@@ -54,7 +56,10 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
         if not pending:
             return
         frames = [reader.view(h["addr"]) for h in pending]
+        started = time.perf_counter()
         outputs = perceive(perceiver, frames, [h["result"]["stream_id"] for h in pending])
+        ctx.metrics.observe("vigil_inference_seconds", time.perf_counter() - started)
+        ctx.metrics.observe("vigil_inference_batch_size", len(pending))
         now = time.time()
         for header, (dets, poses, masks) in zip(pending, outputs):
             header["result"]["class_names"] = class_names
@@ -90,6 +95,20 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
             ctx.send(out, header)
     finally:
         reader.close()
+
+
+def _gpu_memory(metrics: Any, device: str) -> None:
+    import torch
+
+    metrics.set(
+        "vigil_gpu_memory_bytes",
+        torch.cuda.memory_allocated(device),
+        device=device,
+        kind="allocated",
+    )
+    metrics.set(
+        "vigil_gpu_memory_bytes", torch.cuda.memory_reserved(device), device=device, kind="reserved"
+    )
 
 
 def resolve_device(spec: str) -> str:
@@ -159,21 +178,41 @@ def _open_kafka(pub_cfg: dict[str, Any]) -> Any:
     )
 
 
-def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
-    """Annotate and encode frames, return ring slots, number and publish events."""
+#: Stage latencies observed per frame: (stage, stage_ts key it ends at, key it starts at).
+_LATENCY_SPANS = (
+    ("decode", "decode", "capture"),
+    ("infer", "infer", "decode"),
+    ("analytics", "analytics", "infer"),
+    ("publish", "publish", "analytics"),
+    ("total", "publish", "capture"),
+)
+
+
+def publish_body(
+    ctx: StageContext, cfg: dict[str, Any], n_sources: int, resume: dict[str, Any] | None = None
+) -> None:
+    """Annotate and encode frames, return ring slots, number and publish events.
+
+    ``resume`` is given to a publish stage restarted by the supervisor: ``{"restart": N,
+    "streams": {stream_id: open info}}``. It appends to events.jsonl instead of starting it
+    anew, writes each stream's video to a new file ``annotated[-ID].restartN.mp4`` (the dead
+    process's file was never finalised), and knows the streams already open.
+    """
     import zmq
 
     from pipeline.annotate import annotate
-    from stream.sinks import EventPublisher, JpegFrameFeed, VideoFileSink
+    from stream.sinks import EventPublisher, JpegFrameFeed
 
     out_cfg, pub_cfg = cfg["output"], cfg["publish"]
     out_dir = Path(out_cfg["dir"])
+    restart = (resume or {}).get("restart", 0)
     inp = ctx.pull(ctx.endpoints.publish)
     publisher = EventPublisher(
         jsonl_path=out_dir / "events.jsonl" if out_cfg["events_file"] else None,
+        append=restart > 0,
         ctx=ctx.zmq,
         endpoint=pub_cfg["events"],
-        wait_subscribers=pub_cfg["wait_subscribers"],
+        wait_subscribers=pub_cfg["wait_subscribers"] if not restart else 0,
         wait_timeout_s=pub_cfg["wait_timeout_s"],
         journal=_open_journal(pub_cfg, out_dir),
         replay_endpoint=pub_cfg.get("replay"),
@@ -187,51 +226,67 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
         if pub_cfg["frames"]
         else None
     )
-    timings = open(out_dir / "timings.jsonl", "w") if out_cfg["timings"] else None  # noqa: SIM115
-    records = open(out_dir / "detections.jsonl", "w") if out_cfg["detections"] else None  # noqa: SIM115
+    tap = ViewerTap(ctx, quality=pub_cfg["jpeg_quality"]) if cfg["runtime"].get("http") else None
+    mode = "a" if restart else "w"
+    timings = open(out_dir / "timings.jsonl", mode) if out_cfg["timings"] else None  # noqa: SIM115
+    records = open(out_dir / "detections.jsonl", mode) if out_cfg["detections"] else None  # noqa: SIM115
     reader = RingReader()
-    videos: dict[str, VideoFileSink] = {}
+    videos: dict[str, Any] = {}
     credits: dict[str, zmq.Socket] = {}
     done_frames = 0
     last_report = 0.0
     eos_left = n_sources
+
+    def open_stream(sid: str, info: dict[str, Any]) -> None:
+        if sid not in credits:
+            credits[sid] = ctx.push(ctx.endpoints.credit(sid))
+        if out_cfg["video"] and sid not in videos:
+            videos[sid] = _video_sink(out_dir, out_cfg, sid, info, n_sources, restart)
+        ctx.report("open", stream_id=sid, info=info)
+
+    for sid, info in (resume or {}).get("streams", {}).items():
+        open_stream(sid, info)
     try:
         while eos_left:
             header, arrays = ctx.recv(inp)
             kind = header["kind"]
             if kind == "event":
-                publisher.publish(header["event"])
+                event = publisher.publish(header["event"])
+                ctx.metrics.inc("vigil_events_published", type=event["type"])
+                if tap is not None:
+                    tap.event(event)
             elif kind == "open":
-                sid, info = header["stream_id"], header["info"]
-                credits[sid] = ctx.push(ctx.endpoints.credit(sid))
-                if out_cfg["video"]:
-                    name = "annotated.mp4" if n_sources == 1 else f"annotated-{sid}.mp4"
-                    videos[sid] = VideoFileSink(
-                        out_dir / name,
-                        width=info["width"],
-                        height=info["height"],
-                        fps=info["fps"],
-                        time_base=Fraction(*info["time_base"]),
-                        codec=out_cfg["video_codec"],
-                        crf=out_cfg["video_crf"],
-                    )
+                open_stream(header["stream_id"], header["info"])
             elif kind == "frame":
                 result = FrameResult.from_wire(header["result"], arrays)
                 ctx.maybe_fault(result.frame_idx)
                 sid = result.stream_id
                 drawn = annotate(reader.view(header["addr"]), result)
-                ctx.send(credits[sid], {"slot": header["addr"]["slot"]})
+                if sid not in credits:  # a stream opened before a restart, unknown here
+                    credits[sid] = ctx.push(ctx.endpoints.credit(sid))
+                addr = header["addr"]
+                ctx.send(
+                    credits[sid],
+                    {"slot": addr["slot"], "ring": addr["ring"], "gen": addr.get("gen")},
+                )
                 if sid in videos:
                     videos[sid].write(drawn, header["pts_raw"])
                 if feed is not None:
                     feed.send(
                         sid, drawn, {"stream": sid, "frame": result.frame_idx, "pts": result.pts}
                     )
+                if tap is not None:
+                    tap.frame(sid, drawn, result)
                 done_frames += 1
+                stamps = {**result.stage_ts, "publish": time.time()}
+                ctx.metrics.inc("vigil_frames_processed", stream=sid)
+                for stage, end, begin in _LATENCY_SPANS:
+                    if end in stamps and begin in stamps:
+                        latency = max(stamps[end] - stamps[begin], 0.0)
+                        ctx.metrics.observe("vigil_stage_latency_seconds", latency, stage=stage)
                 if records is not None:
                     records.write(json.dumps(result.to_record(), separators=(",", ":")) + "\n")
                 if timings is not None:
-                    stamps = {**result.stage_ts, "publish": time.time()}
                     timings.write(
                         json.dumps({"stream": sid, "frame": result.frame_idx, **stamps}) + "\n"
                     )
@@ -264,3 +319,68 @@ def publish_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None
             ctx.report("feed", sent=feed.sent, dropped=feed.dropped)
             feed.close()
         reader.close()
+
+
+def _video_sink(
+    out_dir: Path, out_cfg: dict[str, Any], sid: str, info: dict[str, Any], n: int, restart: int
+) -> Any:
+    from stream.sinks import VideoFileSink
+
+    name = "annotated" if n == 1 else f"annotated-{sid}"
+    suffix = f".restart{restart}" if restart else ""
+    return VideoFileSink(
+        out_dir / f"{name}{suffix}.mp4",
+        width=info["width"],
+        height=info["height"],
+        fps=info["fps"],
+        time_base=Fraction(*info["time_base"]),
+        codec=out_cfg["video_codec"],
+        crf=out_cfg["video_crf"],
+    )
+
+
+class ViewerTap:
+    """Publish -> supervisor feed for the HTTP viewer (:mod:`pipeline.http`): every event, and
+    annotated frames as JPEG at most ``max_fps`` per stream. Lossy by design (latest wins): a
+    full queue or a frame inside the rate limit is skipped and counted, never waited for."""
+
+    def __init__(self, ctx: StageContext, *, quality: int = 80, max_fps: float = 10.0) -> None:
+        import zmq
+
+        self._zmq = zmq
+        self._ctx = ctx
+        self._sock = ctx.zmq.socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.SNDHWM, 64)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(ctx.endpoints.tap)
+        self._quality = quality
+        self._interval = 1.0 / max_fps
+        self._last: dict[str, float] = {}
+
+    def _send(self, parts: list[bytes]) -> bool:
+        try:
+            self._sock.send_multipart(parts, self._zmq.NOBLOCK)
+            return True
+        except self._zmq.Again:
+            return False
+
+    def event(self, event: dict[str, Any]) -> None:
+        from stream import events as ev
+
+        if not self._send([b"event", ev.dumps(event).encode()]):
+            self._ctx.metrics.inc("vigil_viewer_dropped", kind="event")
+
+    def frame(self, sid: str, rgb: Any, result: FrameResult) -> None:
+        from stream.sinks import encode_jpeg
+
+        now = time.monotonic()
+        if now - self._last.get(sid, 0.0) < self._interval:
+            return
+        jpeg = encode_jpeg(rgb, self._quality)
+        meta = {"stream": sid, "frame": result.frame_idx, "pts": result.pts}
+        if jpeg is None or not self._send(
+            [b"frame", sid.encode(), json.dumps(meta).encode(), jpeg]
+        ):
+            self._ctx.metrics.inc("vigil_viewer_dropped", kind="frame")
+            return
+        self._last[sid] = now

@@ -83,6 +83,14 @@ class VideoFileSink:
             self._tmp.unlink(missing_ok=True)
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes | None:
+    """An RGB frame as JPEG bytes (None when the encoder refuses it)."""
+    ok, jpeg = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    return jpeg.tobytes() if ok else None
+
+
 class JpegFrameFeed:
     """Latest-wins JPEG feed on a ZeroMQ PUB socket: ``[stream_id, header_json, jpeg]``."""
 
@@ -96,15 +104,13 @@ class JpegFrameFeed:
         self.dropped = 0
 
     def send(self, stream_id: str, rgb: np.ndarray, header: dict[str, Any]) -> None:
-        ok, jpeg = cv2.imencode(
-            ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self._quality]
-        )
-        if not ok:
+        jpeg = encode_jpeg(rgb, self._quality)
+        if jpeg is None:
             self.dropped += 1
             return
         try:
             self._sock.send_multipart(
-                [stream_id.encode(), json.dumps(header).encode(), jpeg.tobytes()], zmq.NOBLOCK
+                [stream_id.encode(), json.dumps(header).encode(), jpeg], zmq.NOBLOCK
             )
             self.sent += 1
         except zmq.Again:
@@ -135,6 +141,7 @@ class EventPublisher:
         self,
         *,
         jsonl_path: str | Path | None = None,
+        append: bool = False,
         ctx: zmq.Context | None = None,
         endpoint: str | None = None,
         first_seq: int = 1,
@@ -160,7 +167,8 @@ class EventPublisher:
         self.live_dropped = 0
         self._file: TextIO | None = None
         if jsonl_path is not None:
-            self._file = open(jsonl_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            mode = "a" if append else "w"
+            self._file = open(jsonl_path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._pipe: zmq.Socket | None = None
         self._feed: FeedServer | None = None
         self._auth: Any = None

@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
@@ -87,6 +87,7 @@ def open_source(
     read_timeout_s: float = 5.0,
     decoder: str = "auto",
     fps: float | None = None,
+    loop: bool = False,
 ) -> Source:
     """Open a source by URI.
 
@@ -96,8 +97,12 @@ def open_source(
     - anything else: a video file (a path or ``file://`` URI), :class:`FileSource`.
 
     ``decoder`` is ``auto`` (CUDA through PyAV's hwaccel when a CUDA device is present, else
-    software), ``cuda`` or ``software``. Raises :class:`SourceError` (with a ``reason``).
+    software), ``cuda`` or ``software``. ``loop`` plays a file or image folder over and over
+    (:class:`LoopingSource`); it is ignored for cameras, which never end (they reconnect).
+    Raises :class:`SourceError` (with a ``reason``).
     """
+    if loop and not is_live_uri(uri):
+        return LoopingSource(uri, open_kwargs={"decoder": decoder, "fps": fps})
     if is_live_uri(uri):
         if uri.startswith(("rtsp://", "rtsps://")):
             return RtspSource(
@@ -145,11 +150,17 @@ def probe_source(uri: str) -> int | None:
 
 
 def redact_uri(uri: str) -> str:
-    """Hide credentials: ``rtsp://user:pw@host/x`` -> ``rtsp://***@host/x``."""
-    if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
+    """Hide credentials: ``rtsp://user:pw@host/x`` -> ``rtsp://***@host/x``.
+
+    Everything up to the authority's *last* ``@`` goes, so a password holding an unescaped
+    ``@`` is hidden whole too."""
+    if "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    authority, sep, path = rest.partition("/")
+    if "@" not in authority:
+        return uri
+    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{sep}{path}"
 
 
 class FileSource:
@@ -483,7 +494,95 @@ class ImageDirSource:
         pass
 
 
-Source = FileSource | RtspSource | UsbSource | ImageDirSource
+class LoopingSource:
+    """A file or image folder played over and over, forever: a stand-in camera.
+
+    Each pass reopens the input (``opener``, default :func:`open_source`, with ``open_kwargs``).
+    Frames keep one clock across passes: ``frame_idx`` counts on, and ``pts_raw`` (hence ``pts``
+    and ``capture_ts``) is shifted so that a pass starts one frame period (``1 / fps``) after the
+    previous pass's last frame. Downstream thus sees one continuous stream whose ``pts`` only
+    increases, never a jump back to 0. ``info`` is the first pass's, with ``frame_count`` None
+    (there is no end).
+
+    Errors: the first open raises here, as :func:`open_source` would. A pass that yields no
+    frame raises :class:`SourceError` instead of reopening in a tight loop forever; a reopen that
+    fails (file deleted meanwhile) raises too. A truncated pass is played up to its break, and
+    the next pass starts over. ``on_pass_end(pass_number, end)`` (1-based) is called after each
+    pass, before the next opens, e.g. to log it. ``frames()`` only ends when its consumer stops
+    iterating (or on an error); ``end`` is then ``stopped``. ``passes`` counts passes begun.
+    """
+
+    live = False
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        open_kwargs: dict[str, Any] | None = None,
+        on_pass_end: Callable[[int, EndOfStream], None] | None = None,
+        opener: Callable[..., Any] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.open_kwargs = open_kwargs or {}
+        self.on_pass_end = on_pass_end
+        self._open = opener or open_source
+        self._source: Any = self._open(uri, **self.open_kwargs)
+        first = self._source.info
+        self.info = replace(first, frame_count=None)
+        self.decoder = getattr(self._source, "decoder", "software")
+        self.passes = 0
+        self.end: EndOfStream | None = None
+
+    def frames(self) -> Iterator[SourceFrame]:
+        """Yield frames forever (see the class docstring); each pass is closed when left."""
+        time_base = self.info.time_base
+        # One frame period in time-base units: the gap between a pass's last frame and the
+        # next pass's first, so the joined clock keeps the input's rate.
+        period = max(1, round(1.0 / (max(self.info.fps, 1e-3) * float(time_base))))
+        idx = 0
+        last_raw: int | None = None
+        try:
+            while True:
+                if self._source is None:
+                    self._source = self._open(self.uri, **self.open_kwargs)
+                source = self._source
+                self.passes += 1
+                offset = 0  # the first pass keeps the file's own clock; later ones continue it
+                count = 0
+                for frame in source.frames():
+                    if count == 0 and last_raw is not None:
+                        offset = last_raw + period - frame.pts_raw
+                    raw = frame.pts_raw + offset
+                    if last_raw is not None and raw <= last_raw:  # never back, never twice
+                        raw = last_raw + 1
+                    pts = float(raw * time_base)
+                    frame.frame_idx, frame.pts_raw, frame.pts = idx, raw, pts
+                    frame.capture_ts = self.info.start_ts + pts
+                    last_raw = raw
+                    idx += 1
+                    count += 1
+                    yield frame
+                self.close()
+                if count == 0:
+                    raise SourceError(
+                        f"{redact_uri(self.uri)}: pass {self.passes} yielded no frame; "
+                        "cannot loop over an input without frames"
+                    )
+                if self.on_pass_end is not None:
+                    self.on_pass_end(self.passes, source.end or EndOfStream("eof", count))
+        except GeneratorExit:  # the consumer stopped iterating
+            self.end = EndOfStream("stopped", idx, f"stopped during pass {self.passes}")
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+
+Source = FileSource | RtspSource | UsbSource | ImageDirSource | LoopingSource
 
 
 # --- staying connected -----------------------------------------------------------------------
