@@ -58,7 +58,7 @@ PAD_MULTIPLE = 32
 DEFAULT_WEIGHTS: Path = PACKS["sim"] / "simnet.pt"
 DEFAULT_METADATA: Path = DEFAULT_WEIGHTS.with_suffix(".json")
 #: sha256 of the shipped ``simnet.pt`` (a test checks the file against it).
-SHIPPED_SHA256 = "b6236ea2c1396584491f83a65cb7c4efabe52aee9dad66ca40fe0162153863b2"
+SHIPPED_SHA256 = "4e63224567ac099f6cd984ffaff8993ca3afeb41f0f0e408206d497ba9f70704"
 #: Up to this many objects per image are used as training targets.
 MAX_OBJECTS = 32
 #: COCO-17 index of each joint's mirror image (left <-> right), for horizontal flips.
@@ -654,13 +654,15 @@ def _resolve(spec: str) -> weights_registry.ResolvedWeights:
 
 def _describe(resolved: weights_registry.ResolvedWeights) -> str:
     if resolved.source == "pack:sim":
-        meta = load_metadata()
-        how = f"trained by scripts/train_sim.py seed {meta['seed']}" if "seed" in meta else "?"
-        if isinstance(meta.get("init"), dict) and "seed" in meta["init"]:
-            how = (
-                f"trained by scripts/train_sim.py seed {meta['init']['seed']}, "
-                f"fine-tuned seed {meta['seed']}"
-            )
+        seeds, meta = [], load_metadata()
+        while isinstance(meta, dict) and "seed" in meta:  # each stage names the one it began from
+            seeds.insert(0, str(meta["seed"]))
+            meta = meta.get("init")
+        how = "trained by scripts/train_sim.py"
+        if len(seeds) > 1:
+            how += f" in {len(seeds)} stages, seeds {', '.join(seeds)}"
+        elif seeds:
+            how += f" seed {seeds[0]}"
         try:
             rel = DEFAULT_WEIGHTS.relative_to(Path(__file__).resolve().parents[1])
         except ValueError:

@@ -42,12 +42,15 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     if rt["torch_threads"]:
         torch.set_num_threads(rt["torch_threads"])
     device = resolve_device(det_cfg["device"])
+    # Bind the input before the (slow) model load: a source that ends meanwhile must find a
+    # peer for its frames and EOS, or they would die with it after its linger time.
+    inp = ctx.pull(ctx.endpoints.infer)
     perceiver = build_perceiver_from_config(cfg, device=device)
     ctx.report("info", detector=f"{det_cfg['model']} on {device}: {perceiver.description}")
     class_names = list(perceiver.class_names)
     if device.startswith("cuda"):
         ctx.stats_hook = lambda metrics: _gpu_memory(metrics, device)
-    inp, out = ctx.pull(ctx.endpoints.infer), ctx.push(ctx.endpoints.analytics)
+    out = ctx.push(ctx.endpoints.analytics)
     reader = RingReader()
     batch_size, wait_ms = det_cfg["batch_size"], det_cfg["batch_wait_ms"]
     pending: list[dict[str, Any]] = []

@@ -12,8 +12,9 @@ first allocations) and ONE JSON line:
     {"minutes", "samples", "rss_mb_start", "rss_mb_end", "rss_slope_mb_per_h",
      "fds_slope_per_h", "threads_slope_per_h", "frames", "exit_code", ...}
 
-``rss_mb_start`` is the first sample after the warm-up (the first sample when none is), and
-slopes are null when fewer than two samples follow the warm-up. ``frames`` is what vigil's
+Slopes are fitted on the samples from the warm-up to the end of ``--minutes`` (after it vigil
+drains and its processes exit); ``rss_mb_start`` is the first of them (the first sample when
+there is none) and slopes are null with fewer than two. ``frames`` is what vigil's
 closing line reports (``vigil: N frames in ...``). RSS is summed over processes, so pages they
 share (libraries, the frame rings) count once per process: compare slopes, not the level.
 
@@ -80,14 +81,19 @@ def least_squares_slope(ts: Sequence[float], ys: Sequence[float]) -> float | Non
     return sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var
 
 
-def after_warmup(samples: Sequence[Sample], warmup_s: float) -> list[Sample]:
-    """The samples taken at or after ``warmup_s`` seconds: the ones slopes are fitted on."""
-    return [s for s in samples if s.t >= warmup_s]
+def fit_window(
+    samples: Sequence[Sample], warmup_s: float, end_s: float | None = None
+) -> list[Sample]:
+    """The samples slopes are fitted on: from ``warmup_s`` (model loading is over) to ``end_s``
+    (vigil's ``--duration``: after it, vigil drains and its processes exit one by one)."""
+    return [s for s in samples if s.t >= warmup_s and (end_s is None or s.t <= end_s)]
 
 
-def summarize(samples: Sequence[Sample], warmup_s: float) -> dict[str, dict[str, Any]]:
-    """Per metric: first, last, min, max (all samples) and ``slope_per_h`` (after warm-up)."""
-    fit = after_warmup(samples, warmup_s)
+def summarize(
+    samples: Sequence[Sample], warmup_s: float, end_s: float | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per metric: first, last, min, max (all samples) and ``slope_per_h`` (fit window)."""
+    fit = fit_window(samples, warmup_s, end_s)
     out: dict[str, dict[str, Any]] = {}
     for name in METRICS:
         values = [getattr(s, name) for s in samples]
@@ -110,9 +116,11 @@ def result_line(
     exit_code: int | None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The final JSON object (see the module docstring)."""
-    stats = summarize(samples, warmup_s)
-    fit = after_warmup(samples, warmup_s) or list(samples)
+    """The final JSON object (see the module docstring); the fit window ends at ``minutes``."""
+    end_s = minutes * 60.0
+    stats = summarize(samples, warmup_s, end_s)
+    window = fit_window(samples, warmup_s, end_s)
+    fit = window or list(samples)
 
     def r(x: float | None, nd: int = 3) -> float | None:
         return None if x is None or not math.isfinite(x) else round(x, nd)
@@ -120,7 +128,7 @@ def result_line(
     return {
         "minutes": minutes,
         "samples": len(samples),
-        "samples_fit": len(after_warmup(samples, warmup_s)),
+        "samples_fit": len(window),
         "warmup_s": warmup_s,
         "rss_mb_start": r(fit[0].rss_mb) if fit else None,
         "rss_mb_end": r(samples[-1].rss_mb) if samples else None,
@@ -215,11 +223,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         argv, extra = argv[:cut], argv[cut + 1 :]
     p = argparse.ArgumentParser(
         prog="soak.py",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.rsplit("\n\n", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Arguments after `--` go to `vigil process` as they are (e.g. -- --weights none).",
     )
     p.add_argument("--minutes", type=float, default=10.0, help="run length (default 10)")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
+    p.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between samples (default 5)"
+    )
     p.add_argument(
         "--warmup-s",
         type=float,
@@ -362,8 +373,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"soak: vigil {why}; its last lines:\n{tail}", flush=True)
     if samples:
         print()
-        print(format_table(summarize(samples, args.warmup_s)))
-        print(f"(slopes over samples after {args.warmup_s:g} s; rss in MB)")
+        end_s = args.minutes * 60
+        print(format_table(summarize(samples, args.warmup_s, end_s)))
+        print(f"(slopes over the samples from {args.warmup_s:g} s to {end_s:g} s; rss in MB)")
     extra: dict[str, Any] = {"interrupted": interrupted, "overran": overran}
     if args.http:
         extra["http_failures"] = http_fail
