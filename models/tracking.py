@@ -7,10 +7,15 @@ predicts each track; detections are associated in stages by IoU with Hungarian a
 still unmatched, (3) leftover high-score detections to tentative tracks, and (4) a loose
 fallback (IoU >= ``fallback_iou``) between confirmed tracks matched in the previous frame and the
 high-score detections nobody took, which keeps identity through fast shape changes (a fall turns
-a tall box into a wide one within a few frames). A track is confirmed (gets reported and emits
-``started``) after ``min_hits`` consecutive matches; a confirmed track that goes unmatched is kept
-*lost* for ``max_age`` frames (so it can be re-found after an occlusion) and then ended. Ended
-tracks are dropped, so memory is bounded by the number of live tracks.
+a tall box into a wide one within a few frames), and (5) a re-find by ground position: a track
+lost for at most ``refind_frames`` takes a leftover detection (any score above ``low_thresh``)
+whose bottom centre, where a person touches the ground, is within ``refind_radius`` of its
+height from where the track last stood; a person who fell is found lying where they stood,
+however the box changed and even with the low scores a lying figure gets. A track is confirmed
+(gets reported and emits ``started``) after ``min_hits`` consecutive matches; a confirmed track
+that goes unmatched is kept *lost* for ``max_age`` frames (so it can be re-found after an
+occlusion) and then ended. Ended tracks are dropped, so memory is bounded by the number of live
+tracks.
 
 :func:`idf1` is the identity F1 score of Ristani et al., "Performance Measures and a Data Set for
 Multi-Target, Multi-Camera Tracking" (ECCV 2016 workshops), computed as py-motmetrics does: a
@@ -165,6 +170,7 @@ class _Track:
     state: int = _TENTATIVE
     last_frame: int = 0
     confirmed: bool = False
+    last_box: np.ndarray | None = None  # the last matched detection, xyxy
 
     def box(self) -> np.ndarray:
         return xywh_to_xyxy(self.mean)
@@ -181,8 +187,11 @@ class ByteTracker:
         match_iou: minimum IoU between a predicted track box and a detection for a match.
         max_age: frames a confirmed track survives unmatched ("lost") before it ends.
         min_hits: consecutive matches (including the first detection) to confirm a track.
-        fallback_iou: minimum IoU of the last-resort stage (confirmed tracks matched in the
+        fallback_iou: minimum IoU of the loose stage (confirmed tracks matched in the
             previous frame vs high-score detections left unmatched).
+        refind_frames: lost tracks up to this many frames old may be re-found by ground
+            position (0 turns the stage off).
+        refind_radius: that distance, in heights of the track's last box.
 
     Frame indices passed to :meth:`update` should increase by 1 per frame; a gap of ``g`` frames
     predicts the Kalman filter ``g`` steps and ages lost tracks accordingly.
@@ -197,6 +206,8 @@ class ByteTracker:
         max_age: int = 30,
         min_hits: int = 2,
         fallback_iou: float = 0.05,
+        refind_frames: int = 15,
+        refind_radius: float = 0.5,
     ) -> None:
         if not 0 <= low_thresh <= high_thresh <= 1:
             raise ValueError(
@@ -210,6 +221,8 @@ class ByteTracker:
         self.max_age = max_age
         self.min_hits = min_hits
         self.fallback_iou = fallback_iou
+        self.refind_frames = refind_frames
+        self.refind_radius = refind_radius
         self._kf = KalmanBoxFilter()
         self.reset()
 
@@ -268,11 +281,27 @@ class ByteTracker:
         matches4, _, un_high = self._associate(
             recent, np.asarray(un_high, np.int64), det.xyxy, self.fallback_iou, gate=False
         )
+        # Stage 5: lost tracks re-found by where they stood, with any leftover detection.
+        used = {d for _, d in [*matches1, *matches2, *matches3, *matches4]}
+        left = [int(d) for d in np.r_[un_high, low] if int(d) not in used]
+        done = {t for t, _ in [*matches1, *matches2, *matches4]}
+        lost = [
+            i
+            for i, t in enumerate(self._tracks)
+            if t.confirmed and i not in done and 0 < frame_idx - t.last_frame <= self.refind_frames
+        ]
+        matches5 = self._refind(lost, left, det.xyxy)
+        refound = {ti for ti, _ in matches5}
+        un_high = [d for d in un_high if d not in {di for _, di in matches5}]
         matched_tracks: set[int] = set()
         started: list[int] = []
-        for ti, di in [*matches1, *matches2, *matches3, *matches4]:
+        for ti, di in [*matches1, *matches2, *matches3, *matches4, *matches5]:
             t = self._tracks[ti]
-            t.mean, t.cov = self._kf.update(t.mean, t.cov, xyxy_to_xywh(det.xyxy[di]))
+            if ti in refound:  # its shape changed: start the filter over at the detection
+                t.mean, t.cov = self._kf.initiate(xyxy_to_xywh(det.xyxy[di]))
+            else:
+                t.mean, t.cov = self._kf.update(t.mean, t.cov, xyxy_to_xywh(det.xyxy[di]))
+            t.last_box = det.xyxy[di].astype(np.float64)
             t.score = float(score[di])
             t.hits = t.hits + 1 if t.last_frame == frame_idx - steps else 1
             t.last_frame = frame_idx
@@ -300,6 +329,7 @@ class ByteTracker:
         for di in un_high:
             mean, cov = self._kf.initiate(xyxy_to_xywh(det.xyxy[di]))
             t = _Track(self._next_id, mean, cov, float(score[di]), last_frame=frame_idx)
+            t.last_box = det.xyxy[di].astype(np.float64)
             self._next_id += 1
             if self.min_hits <= 1:
                 t.confirmed, t.state = True, _TRACKED
@@ -322,6 +352,30 @@ class ByteTracker:
             if t.track_id == track_id:
                 return t.box()
         return None
+
+    def _refind(
+        self, track_idx: list[int], det_idx: list[int], xyxy: np.ndarray
+    ) -> list[tuple[int, int]]:
+        """Stage 5: lost tracks vs detections by ground-contact distance (bottom centres, in
+        heights of the track's last box), Hungarian on that distance within the radius."""
+        if not track_idx or not det_idx or self.refind_frames <= 0:
+            return []
+        cost = np.full((len(track_idx), len(det_idx)), np.inf)
+        for r, ti in enumerate(track_idx):
+            last = self._tracks[ti].last_box
+            if last is None:
+                continue
+            height = max(float(last[3] - last[1]), 1.0)
+            foot = np.array([(last[0] + last[2]) / 2, last[3]])
+            for c, di in enumerate(det_idx):
+                b = xyxy[di]
+                dist = np.hypot((b[0] + b[2]) / 2 - foot[0], b[3] - foot[1]) / height
+                if dist <= self.refind_radius:
+                    cost[r, c] = dist
+        if not np.isfinite(cost).any():
+            return []
+        rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+        return [(track_idx[r], det_idx[c]) for r, c in zip(rows, cols) if np.isfinite(cost[r, c])]
 
     def _associate(
         self,

@@ -10,7 +10,8 @@ least-squares slope per hour after the ``--warmup-s`` warm-up, which skips model
 first allocations) and ONE JSON line:
 
     {"minutes", "samples", "rss_mb_start", "rss_mb_end", "rss_slope_mb_per_h",
-     "fds_slope_per_h", "threads_slope_per_h", "frames", "exit_code", ...}
+     "rss_slope_mb_per_h_second_half", "fds_slope_per_h", "threads_slope_per_h", "frames",
+     "exit_code", ...}
 
 Slopes are fitted on the samples from the warm-up to the end of ``--minutes`` (after it vigil
 drains and its processes exit); ``rss_mb_start`` is the first of them (the first sample when
@@ -108,6 +109,16 @@ def summarize(
     return out
 
 
+def second_half_slope(window: Sequence[Sample], name: str) -> float | None:
+    """Slope per hour of ``name`` over the later half (in time) of the fit window."""
+    if len(window) < 4:
+        return None
+    middle = (window[0].t + window[-1].t) / 2
+    late = [s for s in window if s.t >= middle]
+    slope = least_squares_slope([s.t for s in late], [getattr(s, name) for s in late])
+    return None if slope is None else slope * 3600.0
+
+
 def result_line(
     samples: Sequence[Sample],
     warmup_s: float,
@@ -134,6 +145,9 @@ def result_line(
         "rss_mb_end": r(samples[-1].rss_mb) if samples else None,
         "rss_mb_max": r(stats["rss_mb"]["max"]),
         "rss_slope_mb_per_h": r(stats["rss_mb"]["slope_per_h"]),
+        # The second half of the fit window alone: allocator and buffer warm-up growth has
+        # settled there, so a leak shows as a slope that stays, warm-up as one that goes.
+        "rss_slope_mb_per_h_second_half": r(second_half_slope(window, "rss_mb")),
         "fds_start": fit[0].fds if fit else None,
         "fds_end": samples[-1].fds if samples else None,
         "fds_slope_per_h": r(stats["fds"]["slope_per_h"]),

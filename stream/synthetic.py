@@ -1121,6 +1121,48 @@ def scene_ground_truth_header(scene: Scene) -> dict:
     }
 
 
+def fall_and_walk_scene(fps: float = 15.0, duration_s: float = 6.0) -> Scene:
+    """A fixed, unambiguous scene for checking tracks and forecasts end to end: figure 1 stands
+    near the camera and falls at 2.5 s (down at 3.2 s), then lies; figure 2 walks left the whole
+    time, far from it; a box stands still."""
+    h_y, h_px = figure_layout(360, 0.6)
+    faller = FigureScript(
+        figure_id=1,
+        x0=160.0,
+        ground_y=h_y,
+        height_px=h_px,
+        speed_px_s=40.0,
+        color=(220, 40, 40),
+        walk_bounds=None,
+        segments=(
+            Segment("stand", 0.0, 2.5),
+            Segment("fall", 2.5, 3.2),
+            Segment("lie", 3.2, duration_s),
+        ),
+    )
+    g_y, g_px = figure_layout(360, 0.2)
+    walker = FigureScript(
+        figure_id=2,
+        x0=600.0,
+        ground_y=g_y,
+        height_px=g_px,
+        speed_px_s=-45.0,
+        color=(40, 110, 220),
+        walk_bounds=None,
+        segments=(Segment("walk", 0.0, duration_s),),
+    )
+    box = SceneObject(
+        object_id=3,
+        kind="box",
+        x0=420.0,
+        ground_y=330.0,
+        size_px=50.0,
+        speed_px_s=0.0,
+        color=(120, 90, 60),
+    )
+    return Scene(0, 640, 360, fps, duration_s, (faller, walker), (box,))
+
+
 def write_sample_video(
     scene: Scene,
     video_path: str | Path,

@@ -17,47 +17,6 @@ FPS = 15.0
 DURATION = 6.0
 
 
-def fall_and_walk_scene() -> synthetic.Scene:
-    """Figure 1 stands, falls at 2.5 s, lies; figure 2 walks left the whole time, far from it;
-    a non-person object stands still."""
-    h_y, h_px = synthetic.figure_layout(360, 0.6)
-    faller = synthetic.FigureScript(
-        figure_id=1,
-        x0=160.0,
-        ground_y=h_y,
-        height_px=h_px,
-        speed_px_s=40.0,
-        color=(220, 40, 40),
-        walk_bounds=None,
-        segments=(
-            synthetic.Segment("stand", 0.0, 2.5),
-            synthetic.Segment("fall", 2.5, 3.2),
-            synthetic.Segment("lie", 3.2, DURATION),
-        ),
-    )
-    g_y, g_px = synthetic.figure_layout(360, 0.2)
-    walker = synthetic.FigureScript(
-        figure_id=2,
-        x0=600.0,
-        ground_y=g_y,
-        height_px=g_px,
-        speed_px_s=-45.0,
-        color=(40, 110, 220),
-        walk_bounds=None,
-        segments=(synthetic.Segment("walk", 0.0, DURATION),),
-    )
-    obj = synthetic.SceneObject(
-        object_id=3,
-        kind="box",
-        x0=420.0,
-        ground_y=330.0,
-        size_px=50.0,
-        speed_px_s=0.0,
-        color=(120, 90, 60),
-    )
-    return synthetic.Scene(0, 640, 360, FPS, DURATION, (faller, walker), (obj,))
-
-
 def gt_frames(scene: synthetic.Scene) -> list[FrameResult]:
     """FrameResults from the rendered ground truth: boxes for every object (class ids from
     synthetic.CLASSES), keypoints for people, in a shuffled order unrelated to identity."""
@@ -99,7 +58,7 @@ def run(analytics: PeopleAnalytics, frames: list[FrameResult]) -> list[tuple[int
 
 @pytest.fixture(scope="module")
 def frames() -> list[FrameResult]:
-    return gt_frames(fall_and_walk_scene())
+    return gt_frames(synthetic.fall_and_walk_scene(FPS, DURATION))
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped action weights missing")
@@ -156,7 +115,7 @@ def test_track_ids_filled_and_deterministic(frames: list[FrameResult]) -> None:
     fc = ActionForecaster(weights="none", horizons_s=(0.5,))
 
     def once() -> list:
-        copies = gt_frames(fall_and_walk_scene())
+        copies = gt_frames(synthetic.fall_and_walk_scene(FPS, DURATION))
         return run(
             PeopleAnalytics(person_class_ids={0}, forecaster=fc, min_confidence=0.0), copies
         ), copies

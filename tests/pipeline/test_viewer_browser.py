@@ -12,26 +12,17 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from models.simnet import DEFAULT_WEIGHTS
 from stream.synthetic import make_scene, write_sample_video
+from tests.pipeline.live_vigil import REPO, STARTUP_TIMEOUT_S, LiveVigil, log_tail
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-REPO = Path(__file__).resolve().parents[2]
-
-STARTUP_TIMEOUT_S = 120  # vigil answering /api/status (imports and model load on a busy CPU)
 FRAME_TIMEOUT_S = 120  # the tile showing its first frame
 EVENTS_TIMEOUT_S = 90
 EXIT_TIMEOUT_S = 60  # SIGTERM to exit: finish frames in flight, flush events and video
@@ -57,31 +48,6 @@ def artifacts_dir() -> Path:
     folder = Path(env) if env else REPO / "test-artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def log_tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def wait_for_status(base: str, proc: subprocess.Popen, log: Path) -> dict:
-    """Poll GET /api/status until it answers (bounded); fail early if vigil exits."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"vigil exited with {proc.returncode} before serving HTTP:\n{log_tail(log)}"
-            )
-        try:
-            with urllib.request.urlopen(base + "/api/status", timeout=2) as res:
-                return json.loads(res.read())
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"/api/status not answering after {STARTUP_TIMEOUT_S} s:\n{log_tail(log)}")
-        time.sleep(0.5)
 
 
 def chromium():
@@ -136,123 +102,109 @@ def test_viewer_shows_live_frames_and_events(tmp_path: Path, free_port: int) -> 
 
     video = tmp_path / "scene.mp4"
     write_sample_video(make_scene(seed=5, duration_s=4.0, n_people=3), video)
-    log = tmp_path / "vigil.log"
-    base = f"http://127.0.0.1:{free_port}"
-    cmd = [
-        sys.executable, "-m", "pipeline.cli", "process", str(video), "--out",
-        str(tmp_path / "out"), "--http", f"127.0.0.1:{free_port}", "--loop", "--mode", "live",
-        "--duration", "120", "--model", "simnet", "--score-threshold", "0.4", "--no-progress",
-    ]  # fmt: skip
     driver = None
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        status = wait_for_status(base, proc, log)
+    with LiveVigil(
+        video, tmp_path / "out", free_port, ["--score-threshold", "0.4"], None, 120
+    ) as run:
+        status = run.wait_for("/api/status", run.status, STARTUP_TIMEOUT_S)
         assert {"ready", "reasons", "uptime_s", "streams", "stages"} <= status.keys(), status
-
-        driver = chromium()
-        driver.get(base + "/")
-        assert "vigil" in driver.title
-
-        def wait(what: str, timeout: float, condition):
-            try:
-                return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
-                    lambda d: condition(d)
-                )
-            except TimeoutException:
-                state = driver.execute_script(
-                    "return document.querySelector('main') && document.querySelector('main')"
-                    ".innerText.slice(0, 2000)"
-                )
-                pytest.fail(
-                    f"viewer: no {what} after {timeout} s\npage:\n{state}\n"
-                    f"vigil log:\n{log_tail(log)}"
-                )
-
-        # The stream's tile shows a decoded frame of the MJPEG.
-        tile = wait(
-            "frame in the cam1 tile",
-            FRAME_TIMEOUT_S,
-            lambda d: d.execute_script(
-                "const t = document.querySelector('div.tile[data-stream=\"cam1\"]');"
-                "const img = t && t.querySelector('img.frame');"
-                "return img && img.naturalWidth > 0 ? t : null;"
-            ),
-        )
-        img = tile.find_element(By.CSS_SELECTOR, "img.frame")
-        assert img.get_attribute("src").split("?")[0].endswith("/video/cam1")
-        assert driver.execute_script("return arguments[0].naturalWidth", img) == 640
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
-
-        # Real picture content (figures, boxes, labels), not a uniform or blank image ...
-        first = pixels(img.screenshot_as_png)
-        assert first.shape[0] > 50 and first.shape[1] > 100, first.shape
-        assert first.std() > 12.0, f"tile image nearly uniform (std {first.std():.1f})"
-        # ... and it plays: the picture changes while vigil runs.
-        wait(
-            "change in the cam1 picture",
-            30,
-            lambda d: abs(pixels(img.screenshot_as_png) - first).mean() > 0.5,
-        )
-
-        # Status fields from /api/status, refreshed about once a second.
-        wait(
-            "streaming state",
-            30,
-            lambda d: tile.find_element(By.CSS_SELECTOR, ".state").text.lower() == "streaming",
-        )
-        wait(
-            "fps value",
-            30,
-            lambda d: tile.find_element(By.CSS_SELECTOR, ".fps").text.replace(".", "").isdigit(),
-        )
-        wait(
-            "readiness",
-            60,
-            lambda d: d.find_element(By.ID, "ready").get_attribute("data-ready") == "true",
-        )
-
-        # The live event list, fed by /events (SSE).
-        def event_types(d) -> list[str] | None:
-            types = d.execute_script(
-                "return [...document.querySelectorAll('#events li.event')]"
-                ".map(li => li.dataset.type)"
-            )
-            return types if len(types) >= 3 and "track.start" in types else None
-
-        types = wait("events (3 or more, one track.start)", EVENTS_TIMEOUT_S, event_types)
-        assert set(types) <= KNOWN_TYPES, types
-        start = driver.find_element(By.CSS_SELECTOR, '#events li.event[data-type="track.start"]')
-        assert start.get_attribute("data-stream") == "cam1"
-        assert "track #" in start.find_element(By.CSS_SELECTOR, ".summary").text
-
-        # No script errors on the page (network messages, e.g. a 404 snapshot, are fine).
-        errors = [
-            entry
-            for entry in driver.get_log("browser")
-            if entry.get("level") == "SEVERE" and entry.get("source") == "javascript"
-        ]
-        assert not errors, errors
-
-        shot = artifacts_dir() / "viewer.png"
-        shot.write_bytes(full_page_png(driver))
-        print(f"viewer screenshot: {shot}")
-
-        # SIGTERM: vigil drains and exits 0.
-        proc.send_signal(signal.SIGTERM)
+        base, log = run.base, run.log
         try:
-            rc = proc.wait(timeout=EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"vigil still running {EXIT_TIMEOUT_S} s after SIGTERM:\n{log_tail(log)}")
-        assert rc == 0, f"vigil exited with {rc} after SIGTERM:\n{log_tail(log)}"
-    finally:
-        if driver is not None:
-            driver.quit()
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+            driver = chromium()
+            driver.get(base + "/")
+            assert "vigil" in driver.title
+
+            def wait(what: str, timeout: float, condition):
+                try:
+                    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
+                        lambda d: condition(d)
+                    )
+                except TimeoutException:
+                    state = driver.execute_script(
+                        "return document.querySelector('main') && document.querySelector('main')"
+                        ".innerText.slice(0, 2000)"
+                    )
+                    pytest.fail(
+                        f"viewer: no {what} after {timeout} s\npage:\n{state}\n"
+                        f"vigil log:\n{log_tail(log)}"
+                    )
+
+            # The stream's tile shows a decoded frame of the MJPEG.
+            tile = wait(
+                "frame in the cam1 tile",
+                FRAME_TIMEOUT_S,
+                lambda d: d.execute_script(
+                    "const t = document.querySelector('div.tile[data-stream=\"cam1\"]');"
+                    "const img = t && t.querySelector('img.frame');"
+                    "return img && img.naturalWidth > 0 ? t : null;"
+                ),
+            )
+            img = tile.find_element(By.CSS_SELECTOR, "img.frame")
+            assert img.get_attribute("src").split("?")[0].endswith("/video/cam1")
+            assert driver.execute_script("return arguments[0].naturalWidth", img) == 640
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
+
+            # Real picture content (figures, boxes, labels), not a uniform or blank image ...
+            first = pixels(img.screenshot_as_png)
+            assert first.shape[0] > 50 and first.shape[1] > 100, first.shape
+            assert first.std() > 12.0, f"tile image nearly uniform (std {first.std():.1f})"
+            # ... and it plays: the picture changes while vigil runs.
+            wait(
+                "change in the cam1 picture",
+                30,
+                lambda d: abs(pixels(img.screenshot_as_png) - first).mean() > 0.5,
+            )
+
+            # Status fields from /api/status, refreshed about once a second.
+            wait(
+                "streaming state",
+                30,
+                lambda d: tile.find_element(By.CSS_SELECTOR, ".state").text.lower() == "streaming",
+            )
+            wait(
+                "fps value",
+                30,
+                lambda d: (
+                    tile.find_element(By.CSS_SELECTOR, ".fps").text.replace(".", "").isdigit()
+                ),
+            )
+            wait(
+                "readiness",
+                60,
+                lambda d: d.find_element(By.ID, "ready").get_attribute("data-ready") == "true",
+            )
+
+            # The live event list, fed by /events (SSE).
+            def event_types(d) -> list[str] | None:
+                types = d.execute_script(
+                    "return [...document.querySelectorAll('#events li.event')]"
+                    ".map(li => li.dataset.type)"
+                )
+                return types if len(types) >= 3 and "track.start" in types else None
+
+            types = wait("events (3 or more, one track.start)", EVENTS_TIMEOUT_S, event_types)
+            assert set(types) <= KNOWN_TYPES, types
+            start = driver.find_element(
+                By.CSS_SELECTOR, '#events li.event[data-type="track.start"]'
+            )
+            assert start.get_attribute("data-stream") == "cam1"
+            assert "track #" in start.find_element(By.CSS_SELECTOR, ".summary").text
+
+            # No script errors on the page (network messages, e.g. a 404 snapshot, are fine).
+            errors = [
+                entry
+                for entry in driver.get_log("browser")
+                if entry.get("level") == "SEVERE" and entry.get("source") == "javascript"
+            ]
+            assert not errors, errors
+
+            shot = artifacts_dir() / "viewer.png"
+            shot.write_bytes(full_page_png(driver))
+            print(f"viewer screenshot: {shot}")
+
+            # SIGTERM: vigil drains and exits 0.
+            rc = run.stop(EXIT_TIMEOUT_S)
+            assert rc == 0, f"vigil exited with {rc} after SIGTERM:\n{log_tail(log)}"
+        finally:
+            if driver is not None:
+                driver.quit()
