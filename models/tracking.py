@@ -9,8 +9,9 @@ fallback (IoU >= ``fallback_iou``) between confirmed tracks matched in the previ
 high-score detections nobody took, which keeps identity through fast shape changes (a fall turns
 a tall box into a wide one within a few frames), and (5) a re-find by ground position: a track
 lost for at most ``refind_frames`` takes a leftover detection (any score above ``low_thresh``)
-whose bottom centre, where a person touches the ground, is within ``refind_radius`` of its
-height from where the track last stood; a person who fell is found lying where they stood,
+of a clearly different shape whose bottom centre, where a person touches the ground, is within
+``refind_radius`` of its height from where the track last stood; a person who fell is found
+lying where they stood,
 however the box changed and even with the low scores a lying figure gets. A track is confirmed
 (gets reported and emits ``started``) after ``min_hits`` consecutive matches; a confirmed track
 that goes unmatched is kept *lost* for ``max_age`` frames (so it can be re-found after an
@@ -192,6 +193,8 @@ class ByteTracker:
         refind_frames: lost tracks up to this many frames old may be re-found by ground
             position (0 turns the stage off).
         refind_radius: that distance, in heights of the track's last box.
+        refind_shape: ... and only a box whose aspect ratio differs from the track's last by at
+            least this factor (a posture change, not someone else walking by).
 
     Frame indices passed to :meth:`update` should increase by 1 per frame; a gap of ``g`` frames
     predicts the Kalman filter ``g`` steps and ages lost tracks accordingly.
@@ -208,6 +211,7 @@ class ByteTracker:
         fallback_iou: float = 0.05,
         refind_frames: int = 15,
         refind_radius: float = 0.5,
+        refind_shape: float = 1.5,
     ) -> None:
         if not 0 <= low_thresh <= high_thresh <= 1:
             raise ValueError(
@@ -223,6 +227,7 @@ class ByteTracker:
         self.fallback_iou = fallback_iou
         self.refind_frames = refind_frames
         self.refind_radius = refind_radius
+        self.refind_shape = refind_shape
         self._kf = KalmanBoxFilter()
         self.reset()
 
@@ -366,11 +371,15 @@ class ByteTracker:
             if last is None:
                 continue
             height = max(float(last[3] - last[1]), 1.0)
+            aspect = max(float(last[2] - last[0]), 1.0) / height
             foot = np.array([(last[0] + last[2]) / 2, last[3]])
             for c, di in enumerate(det_idx):
                 b = xyxy[di]
                 dist = np.hypot((b[0] + b[2]) / 2 - foot[0], b[3] - foot[1]) / height
-                if dist <= self.refind_radius:
+                ratio = max(float(b[2] - b[0]), 1.0) / max(float(b[3] - b[1]), 1.0) / aspect
+                # Only a change of posture (a fall, lying down, getting up): people who merely
+                # cross keep their shape, and there a nearby box is as likely someone else's.
+                if dist <= self.refind_radius and max(ratio, 1 / ratio) >= self.refind_shape:
                     cost[r, c] = dist
         if not np.isfinite(cost).any():
             return []

@@ -144,6 +144,31 @@ def test_lost_track_recovered_after_gap() -> None:
     assert list(up.detections.track_id) == [1] and up.started == []
 
 
+def test_fallen_person_refound_lying_where_they_stood_but_not_a_passer_by() -> None:
+    """Stage 5: a standing track (40x100 box, feet at y=200) that vanishes for two frames and
+    comes back as a wide, low-score box lying at its feet keeps its id; a box of the same
+    standing shape a step away (someone else walking by; too little overlap for the low-score
+    stage) does not take it."""
+    standing = [[100, 100, 140, 200]]
+    lying = [[75, 170, 175, 202]]  # wide, feet on the same ground line, score below high_thresh
+    passer_by = [[115, 100, 155, 200]]
+    for refind, want in ((lying, [1]), (passer_by, [-1])):
+        tracker = ByteTracker(max_age=10)
+        for i in range(5):
+            tracker.update(_dets(standing, [0.9]), i)
+        for i in (5, 6):  # the fall: nothing detected
+            tracker.update(Detections.empty(), i)
+        score = 0.4 if refind is lying else 0.45
+        up = tracker.update(_dets(refind, [score]), 7)
+        assert list(up.detections.track_id) == want and up.started == [], refind
+    off = ByteTracker(max_age=10, refind_frames=0)
+    for i in range(5):
+        off.update(_dets(standing, [0.9]), i)
+    for i in (5, 6):
+        off.update(Detections.empty(), i)
+    assert list(off.update(_dets(lying, [0.4]), 7).detections.track_id) == [-1]
+
+
 def test_reset_and_unconfirmed_dropped() -> None:
     tracker = ByteTracker()
     tracker.update(_dets([[0, 0, 10, 10]], [0.9]), 0)
