@@ -366,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
                         continue
                     samples.append(sample)
                     ok = http_ok(args.http)
-                    http_fail += ok is False
+                    http_fail += ok is False and sample.t >= args.warmup_s  # not while starting
                     print(
                         f"[{sample.t:7.1f} s] rss {sample.rss_mb:8.1f} MB  fds {sample.fds:5d}  "
                         f"threads {sample.threads:4d}  children {sample.children:2d}"
