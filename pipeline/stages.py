@@ -20,6 +20,13 @@ it :func:`dynamic_budget`: infer forwards each stream's EOS and, on ``shutdown``
 with filler EOS (``stream_id`` null, ``reason`` ``"shutdown"``) up to the budget (see
 :class:`StreamLedger`), so every stage after it ends exactly once, after the last stream.
 
+Credits (publish -> source, on the stream's credit socket) name the slot, its ring and the
+frame's generation (``{"slot", "ring", "gen"}``), so a late credit for a slot the source took back
+is ignored; ``{"reclaim": true}`` from the supervisor, after a downstream stage was restarted,
+makes the source take back every slot still out. Stages report to the supervisor on the control
+socket: ``stats`` (metrics snapshot and heartbeat, :meth:`StageContext.tick`), ``info``,
+``progress``, ``state``, ``ring``, ``open``, ``eos``, ``error``, ``done``.
+
 Every blocking call polls with a timeout and checks the stop flag and the parent process, so
 no stage can hang forever on a dead peer; every exception reaches the supervisor with its
 traceback through the control socket.

@@ -10,6 +10,14 @@ read is finished and every event flushed, then the run returns normally (the CLI
 
 Each source has its own stop flag, so the control endpoint (:mod:`pipeline.control`) can remove
 one stream; it can also start new source processes while the run goes on.
+
+Every stage sends a ``stats`` report (its metrics, :mod:`pipeline.metrics`) about once a second,
+which is also its heartbeat. In live mode a stage that crashes, dies or stops reporting for
+``runtime.stage_timeout_s`` is restarted with exponential backoff, up to ``runtime.max_restarts``
+times (:meth:`_Run._crashed`): the restart is published as a ``stage.restart`` event, and once the
+new process reports, the sources take back the ring slots of frames the dead one held. Batch
+runs fail instead (a lost frame would be a silent gap in a lossless output). With
+``runtime.http`` the supervisor also serves the viewer, metrics and health (:mod:`pipeline.http`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 import zmq
 
 from pipeline.config import VigilConfig
+from pipeline.logs import stream_logger
 from pipeline.metrics import RunMetrics
 from pipeline.stages import Endpoints, dynamic_budget, run_stage
 from pipeline.workers import analytics_body, infer_body, publish_body, source_body
@@ -226,7 +235,7 @@ class _Run:
             except SourceError as exc:
                 return {"ok": False, "error": str(exc)}
             self._start_source(src.model_dump(mode="json"))
-            log.info("stream %s added: %s", sid, redact_uri(src.uri))
+            stream_logger(log, sid).info("added: %s", redact_uri(src.uri))
             return {"ok": True, "stream_id": sid}
         return {"ok": False, "error": f"unknown op {op!r}: expected add, remove or list"}
 
@@ -305,7 +314,8 @@ class _Run:
                         )
                     elif kind == "done":
                         self.done.add(stage)
-                    elif kind == "stats":
+                    elif kind == "stats" and stage not in self.pending_restart:
+                        # (a dead process's last report, still queued, would count it twice)
                         self.stats_seen.add(stage)
                         self.metrics.update(stage, msg)
                     elif kind == "ring":
@@ -493,7 +503,7 @@ class _Run:
             try:
                 wire.send(self._sock(self.endpoints.credit(sid)), {"reclaim": True})
             except zmq.Again:
-                log.error("stream %s: source unreachable for slot reclaim", sid)
+                stream_logger(log, sid).error("source unreachable for slot reclaim")
 
     # --- HTTP: viewer, metrics, health --------------------------------------------------
 
@@ -537,8 +547,8 @@ class _Run:
         for sid in self.source_stops:
             frames = m.value("vigil_frames_processed", stream=sid)
             history = self._fps.setdefault(sid, deque(maxlen=64))
-            if not history or history[-1][1] != frames:
-                self._last_frame[sid] = now if history or frames else self._last_frame.get(sid)
+            if frames and (not history or history[-1][1] != frames):
+                self._last_frame[sid] = now
             history.append((now, frames))
             while len(history) > 2 and now - history[0][0] > 5.0:
                 history.popleft()
