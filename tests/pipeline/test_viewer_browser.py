@@ -4,8 +4,10 @@ vigil runs a looping synthetic video in live mode with the shipped `simnet` dete
 its viewer; Debian's headless Chromium (packages `chromium` and `chromium-driver`, installed by
 `.ci/run`) opens it through Selenium and must show the stream's tile with moving, annotated
 frames (real pixels, not a blank image) and the live event list. A full-page screenshot goes to
-`test-artifacts/viewer.png` (or `$VIGIL_TEST_ARTIFACTS/viewer.png`). Then SIGTERM must stop
-vigil with exit status 0. Skipped where Chromium or its driver is missing.
+`test-artifacts/viewer.png` (or `$VIGIL_TEST_ARTIFACTS/viewer.png`). Then the publish stage,
+which feeds the viewer, is SIGKILLed: the page must show the `stage.restart` event and moving
+frames again by itself (screenshot `viewer-after-restart.png`). Then SIGTERM must stop vigil with
+exit status 0. Skipped where Chromium or its driver is missing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -201,6 +204,31 @@ def test_viewer_shows_live_frames_and_events(tmp_path: Path, free_port: int) -> 
             shot = artifacts_dir() / "viewer.png"
             shot.write_bytes(full_page_png(driver))
             print(f"viewer screenshot: {shot}")
+
+            # The viewer recovers by itself from a stage restart: kill the publish stage, which
+            # feeds it frames and events, from outside; the supervisor restarts it.
+            os.kill(
+                {s["name"]: s["pid"] for s in run.status()["stages"]}["publish"], signal.SIGKILL
+            )
+            wait(
+                "stage.restart event in the list",
+                90,
+                lambda d: d.find_elements(
+                    By.CSS_SELECTOR, '#events li.event[data-type="stage.restart"]'
+                ),
+            )
+
+            def frame_png() -> bytes:
+                tile = driver.find_element(By.CSS_SELECTOR, 'div.tile[data-stream="cam1"]')
+                return tile.find_element(By.CSS_SELECTOR, "img.frame").screenshot_as_png
+
+            after_restart = pixels(frame_png())
+            wait(
+                "moving picture after the restart",
+                60,
+                lambda d: abs(pixels(frame_png()) - after_restart).mean() > 0.5,
+            )
+            (artifacts_dir() / "viewer-after-restart.png").write_bytes(full_page_png(driver))
 
             # SIGTERM: vigil drains and exits 0.
             rc = run.stop(EXIT_TIMEOUT_S)
