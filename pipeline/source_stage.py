@@ -378,7 +378,7 @@ class SourceSender:
         if lost:
             self.drops_restart += lost
             self.drops_extra += lost
-            log.warning("stream %s: %d frame(s) lost in a restarted stage", self.stream_id, lost)
+            self.log.warning("%d frame(s) lost in a restarted stage", lost)
 
     def _wait_credit(self) -> None:
         """No slot free and a frame waiting: wait briefly for one; warn if downstream is stuck."""
