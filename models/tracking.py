@@ -297,7 +297,8 @@ class ByteTracker:
         ]
         matches5 = self._refind(lost, left, det.xyxy)
         refound = {ti for ti, _ in matches5}
-        un_high = [d for d in un_high if d not in {di for _, di in matches5}]
+        refound_dets = {di for _, di in matches5}
+        un_high = [d for d in un_high if d not in refound_dets]
         matched_tracks: set[int] = set()
         started: list[int] = []
         for ti, di in [*matches1, *matches2, *matches3, *matches4, *matches5]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
@@ -266,8 +265,3 @@ class _Handler(BaseHTTPRequestHandler):
         if events:
             self.wfile.write(b"".join(f"id: {s}\ndata: {line}\n\n".encode() for s, line in events))
             self.wfile.flush()
-
-
-def time_since(t: float | None) -> float | None:
-    """Seconds since monotonic time ``t`` (None stays None), rounded for display."""
-    return None if t is None else round(time.monotonic() - t, 2)

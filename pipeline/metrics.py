@@ -177,13 +177,19 @@ class RunMetrics:
                 base[1] += total
 
     def value(self, name: str, **labels: Any) -> float:
-        """A counter's total or a gauge's value (0 when never reported)."""
-        key = _key(name, labels)
+        """A counter's total or a gauge's value, summed over the label values not given (e.g.
+        every ``reason`` of ``vigil_frames_dropped`` for one ``stream``); 0 when never reported."""
+        spec = METRICS.get(name)
+        if spec is None or not set(labels) <= set(spec.labels):
+            _key(name, labels)  # raises, naming the metric or its labels
+        wanted = {(k, str(v)) for k, v in labels.items()}
+        total = 0.0
         with self._lock:
-            total = self._base.counters.get(key, 0.0) + self.own.counters.get(key, 0.0)
-            total += self.own.gauges.get(key, 0.0)
-            for metrics in self._current.values():
-                total += metrics.counters.get(key, 0.0) + metrics.gauges.get(key, 0.0)
+            for part in (self._base, self.own, *self._current.values()):
+                for values in (part.counters, part.gauges):
+                    for (n, lb), v in values.items():
+                        if n == name and wanted <= set(lb):
+                            total += v
         return total
 
     def merged(self) -> StageMetrics:

@@ -444,12 +444,8 @@ class SourceSender:
                 status.reason,
             )
             self._event(
-                ev.make_event(
+                self._at_last_frame(
                     "stream.reconnect",
-                    self.stream_id,
-                    frame=self.last.frame_idx if self.last else None,
-                    pts=self.last.pts if self.last else None,
-                    ts=time.time(),
                     reason=status.reason,
                     attempt=status.attempt,
                     delay_s=round(status.delay_s, 3),
@@ -585,16 +581,24 @@ class SourceSender:
         self.last_drop_event = time.monotonic()
         self.drops_reported = total
         self._event(
-            ev.make_event(
+            self._at_last_frame(
                 "frame.dropped",
-                self.stream_id,
-                frame=self.last.frame_idx if self.last else None,
-                pts=self.last.pts if self.last else None,
-                ts=time.time(),
                 count=count,
                 total=total,
                 frames_read=self.handoff.frames_in,
             )
+        )
+
+    def _at_last_frame(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """An event of this stream, stamped now and with the last frame sent (if any)."""
+        last = self.last
+        return ev.make_event(
+            type_,
+            self.stream_id,
+            frame=last.frame_idx if last else None,
+            pts=last.pts if last else None,
+            ts=time.time(),
+            **fields,
         )
 
     def _event(self, event: dict[str, Any]) -> None:

@@ -433,11 +433,12 @@ class _Run:
         self.metrics.own.inc("vigil_stage_restarts", stage=name, reason=reason)
         if name == "publish":  # the new process counts from zero
             self.frames_base, self.events_base = self.summary.frames, self.summary.events
+        detail = message.splitlines()[0] if message else ""
         log.warning(
             "stage %s %s: %s; restarting in %.1f s (restart %d of at most %d)",
             name,
             reason,
-            message.splitlines()[0] if message else "",
+            detail,
             delay,
             attempt,
             self.max_restarts,
@@ -455,7 +456,7 @@ class _Run:
                 reason=reason,
                 attempt=attempt,
                 delay_s=round(delay, 3),
-                detail=message.splitlines()[0] if message else "",
+                detail=detail,
             )
         )
 
@@ -536,7 +537,6 @@ class _Run:
 
     def _refresh_status(self) -> None:
         """Recompute /api/status and /readyz (read by the HTTP threads; swapped whole)."""
-        from pipeline.http import time_since
         from stream.sources import redact_uri
 
         now = time.monotonic()
@@ -555,11 +555,9 @@ class _Run:
             span = history[-1][0] - history[0][0]
             fps = (history[-1][1] - history[0][1]) / span if span > 0.5 else 0.0
             state = self.states.get(sid, "connecting")
-            age = time_since(self._last_frame.get(sid))
-            dropped = sum(
-                m.value("vigil_frames_dropped", stream=sid, reason=r)
-                for r in ("live", "keyframe", "restart")
-            )
+            seen = self._last_frame.get(sid)
+            age = None if seen is None else round(now - seen, 2)
+            dropped = m.value("vigil_frames_dropped", stream=sid)  # every reason
             streams.append(
                 {
                     "stream_id": sid,

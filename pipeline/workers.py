@@ -8,8 +8,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from models.results import FrameResult
 from pipeline.stages import StageContext, StreamLedger, dynamic_budget
+from stream import events as ev
 from stream.transport import RingReader
 
 
@@ -201,8 +204,6 @@ def publish_body(
     anew, writes each stream's video to a new file ``annotated[-ID].restartN.mp4`` (the dead
     process's file was never finalised), and knows the streams already open.
     """
-    import zmq
-
     from pipeline.annotate import annotate
     from stream.sinks import EventPublisher, JpegFrameFeed
 
@@ -240,9 +241,14 @@ def publish_body(
     last_report = 0.0
     eos_left = n_sources
 
-    def open_stream(sid: str, info: dict[str, Any]) -> None:
+    def credit_socket(sid: str) -> zmq.Socket:
+        """The stream's credit socket (also for a stream opened before a restart, unknown here)."""
         if sid not in credits:
             credits[sid] = ctx.push(ctx.endpoints.credit(sid))
+        return credits[sid]
+
+    def open_stream(sid: str, info: dict[str, Any]) -> None:
+        credit_socket(sid)
         if out_cfg["video"] and sid not in videos:
             videos[sid] = _video_sink(out_dir, out_cfg, sid, info, n_sources, restart)
         ctx.report("open", stream_id=sid, info=info)
@@ -265,11 +271,9 @@ def publish_body(
                 ctx.maybe_fault(result.frame_idx)
                 sid = result.stream_id
                 drawn = annotate(reader.view(header["addr"]), result)
-                if sid not in credits:  # a stream opened before a restart, unknown here
-                    credits[sid] = ctx.push(ctx.endpoints.credit(sid))
                 addr = header["addr"]
                 ctx.send(
-                    credits[sid],
+                    credit_socket(sid),
                     {"slot": addr["slot"], "ring": addr["ring"], "gen": addr.get("gen")},
                 )
                 if sid in videos:
@@ -348,9 +352,9 @@ class ViewerTap:
     full queue or a frame inside the rate limit is skipped and counted, never waited for."""
 
     def __init__(self, ctx: StageContext, *, quality: int = 80, max_fps: float = 10.0) -> None:
-        import zmq
+        from stream.sinks import encode_jpeg  # OpenCV: imported by the publish stage only
 
-        self._zmq = zmq
+        self._encode = encode_jpeg
         self._ctx = ctx
         self._sock = ctx.zmq.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, 64)
@@ -362,24 +366,20 @@ class ViewerTap:
 
     def _send(self, parts: list[bytes]) -> bool:
         try:
-            self._sock.send_multipart(parts, self._zmq.NOBLOCK)
+            self._sock.send_multipart(parts, zmq.NOBLOCK)
             return True
-        except self._zmq.Again:
+        except zmq.Again:
             return False
 
     def event(self, event: dict[str, Any]) -> None:
-        from stream import events as ev
-
         if not self._send([b"event", ev.dumps(event).encode()]):
             self._ctx.metrics.inc("vigil_viewer_dropped", kind="event")
 
     def frame(self, sid: str, rgb: Any, result: FrameResult) -> None:
-        from stream.sinks import encode_jpeg
-
         now = time.monotonic()
         if now - self._last.get(sid, 0.0) < self._interval:
             return
-        jpeg = encode_jpeg(rgb, self._quality)
+        jpeg = self._encode(rgb, self._quality)
         meta = {"stream": sid, "frame": result.frame_idx, "pts": result.pts}
         if jpeg is None or not self._send(
             [b"frame", sid.encode(), json.dumps(meta).encode(), jpeg]

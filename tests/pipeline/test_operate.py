@@ -72,6 +72,20 @@ def test_counters_stay_monotonic_across_a_restart_and_gauges_do_not_linger() -> 
     assert value(parsed, "vigil_inference_batch_size_count") == 1
 
 
+def test_value_sums_over_the_labels_not_given() -> None:
+    run = RunMetrics()
+    source = StageMetrics()
+    source.set_total("vigil_frames_dropped", 3, stream="cam1", reason="live")
+    source.set_total("vigil_frames_dropped", 2, stream="cam1", reason="restart")
+    source.set_total("vigil_frames_dropped", 7, stream="cam2", reason="live")
+    run.update("source:cam1", source.snapshot())
+    assert run.value("vigil_frames_dropped", stream="cam1") == 5
+    assert run.value("vigil_frames_dropped", stream="cam1", reason="live") == 3
+    assert run.value("vigil_frames_dropped") == 12
+    with pytest.raises(ValueError, match="labels"):
+        run.value("vigil_frames_dropped", camera="cam1")
+
+
 def test_metric_names_follow_the_naming_guide() -> None:
     for name, spec in METRICS.items():
         assert name.startswith("vigil_"), name
