@@ -206,6 +206,7 @@ class RunMetrics:
                     hist = out.histograms.setdefault(key, [[0] * len(counts), 0.0])
                     hist[0] = [a + b for a, b in zip(hist[0], counts)]
                     hist[1] += total
+        _floor_frames_in(out.counters)
         return out
 
     # --- prometheus_client custom collector --------------------------------------------
@@ -251,6 +252,24 @@ class RunMetrics:
         registry.register(self)
         ProcessCollector(registry=registry)
         return registry
+
+
+def _floor_frames_in(counters: dict[Key, float]) -> None:
+    """Snapshots come from different processes at different moments, so a source's report can
+    be up to a second older than the publish stage's: its ``vigil_frames_in`` would read below
+    the frames already processed. Every processed frame, and every frame dropped after decoding
+    (live, restart), came in, so that sum is a true lower bound; frames in is raised to it. Both
+    are monotonic, so the result is too."""
+    for (name, labels), value in list(counters.items()):
+        if name != "vigil_frames_in":
+            continue
+        stream = dict(labels)["stream"]
+        floor = counters.get(_key("vigil_frames_processed", {"stream": stream}), 0.0)
+        for reason in ("live", "restart"):
+            floor += counters.get(
+                _key("vigil_frames_dropped", {"stream": stream, "reason": reason}), 0.0
+            )
+        counters[name, labels] = max(value, floor)
 
 
 def _le(bound: float) -> str:

@@ -86,6 +86,24 @@ def test_value_sums_over_the_labels_not_given() -> None:
         run.value("vigil_frames_dropped", camera="cam1")
 
 
+def test_frames_in_never_reads_below_what_later_stages_accounted_for() -> None:
+    # the source reported before the publish stage's newer report: raw 16 in, 18 processed
+    run = RunMetrics()
+    source = StageMetrics()
+    source.set_total("vigil_frames_in", 16, stream="cam1")
+    source.set_total("vigil_frames_dropped", 6, stream="cam1", reason="live")
+    source.set_total("vigil_frames_dropped", 4, stream="cam1", reason="keyframe")  # never in
+    run.update("source:cam1", source.snapshot())
+    publish = StageMetrics()
+    publish.inc("vigil_frames_processed", 18, stream="cam1")
+    run.update("publish", publish.snapshot())
+    merged = run.merged().counters
+    assert merged["vigil_frames_in", (("stream", "cam1"),)] == 24  # 18 processed + 6 dropped
+    source.set_total("vigil_frames_in", 40, stream="cam1")  # the source's next report
+    run.update("source:cam1", source.snapshot())
+    assert run.merged().counters["vigil_frames_in", (("stream", "cam1"),)] == 40
+
+
 def test_metric_names_follow_the_naming_guide() -> None:
     for name, spec in METRICS.items():
         assert name.startswith("vigil_"), name
@@ -128,8 +146,9 @@ def test_metrics_health_and_status_of_a_live_run(
             "vigil_stream_up", "vigil_stream_fps", "vigil_ready", "process_resident_memory_bytes",
         ):  # fmt: skip
             assert family in names, f"{family} missing from /metrics:\n{text[:3000]}"
-        assert value(parsed, "vigil_frames_in_total", stream="cam1") >= value(
-            parsed, "vigil_frames_processed_total", stream="cam1"
+        frames_in = value(parsed, "vigil_frames_in_total", stream="cam1")
+        assert frames_in >= value(parsed, "vigil_frames_processed_total", stream="cam1") + value(
+            parsed, "vigil_frames_dropped_total", stream="cam1", reason="live"
         )
         for stage in ("decode", "infer", "analytics", "publish", "total"):
             assert value(parsed, "vigil_stage_latency_seconds_count", stage=stage) > 0, stage
