@@ -156,6 +156,16 @@ def resample_track(
     return out.astype(np.float32)
 
 
+def _mean_seen(xy: np.ndarray) -> np.ndarray:
+    """``np.nanmean(xy, axis=1)`` without its "Mean of empty slice" warning: NaN where no
+    keypoint of the row was seen (an expected case, e.g. both shoulders occluded)."""
+    seen = np.isfinite(xy)
+    count = seen.sum(axis=1)
+    total = np.where(seen, xy, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def normalise_window(raw: np.ndarray) -> np.ndarray:
     """Body-relative coordinates for a resampled window (see the module docstring).
 
@@ -167,11 +177,11 @@ def normalise_window(raw: np.ndarray) -> np.ndarray:
         never-seen keypoints are placed at the origin with flag 0.
     """
     xy = raw[:, :, :2].astype(np.float64)
-    hips = np.nanmean(xy[:, [_L_HIP, _R_HIP]], axis=1)  # (T, 2), NaN if neither hip seen
-    shoulders = np.nanmean(xy[:, [_L_SHOULDER, _R_SHOULDER]], axis=1)
+    hips = _mean_seen(xy[:, [_L_HIP, _R_HIP]])  # (T, 2), NaN if neither hip seen
+    shoulders = _mean_seen(xy[:, [_L_SHOULDER, _R_SHOULDER]])
     with np.errstate(all="ignore"):
         torso = np.linalg.norm(shoulders - hips, axis=1)
-        centre_all = np.nanmean(xy, axis=1)  # fallback origin: mean of seen keypoints
+    centre_all = _mean_seen(xy)  # fallback origin: mean of seen keypoints
     origin = hips[-1] if np.all(np.isfinite(hips[-1])) else centre_all[-1]
     if not np.all(np.isfinite(origin)):
         origin = np.zeros(2)

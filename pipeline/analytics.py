@@ -84,6 +84,75 @@ class StreamAnalytics:
         return _people_events(people.finish(), last)
 
 
+class OpenTracks:
+    """The publish stage's ledger of tracks started and not yet ended, per stream, so that
+    tracks a crashed analytics stage left open still get their ``track.end``.
+
+    A restarted analytics process starts with a fresh tracker (ids from 1, as after a stream
+    reset); it announces itself with a ``tracks_lost`` message and :meth:`end_all` ends every
+    track the dead one had open, with ``reason: "restart"``. ``frames`` and ``duration_s``
+    count the frames published with the track's id, stamped with the stream's last frame.
+    """
+
+    def __init__(self) -> None:
+        self._tracks: dict[tuple[str, int], dict[str, Any]] = {}
+        self._last: dict[str, tuple[int | None, float | None, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Follow a published event (any type)."""
+        kind, sid = event["type"], event["stream"]
+        if kind == "track.start":
+            self._tracks[sid, int(event["track"])] = {
+                "label": event["label"],
+                "frames": 0,
+                "first_pts": event["pts"],
+                "last_pts": event["pts"],
+            }
+        elif kind == "track.end":
+            self._tracks.pop((sid, int(event["track"])), None)
+        elif kind == "stream.offline":  # its analytics ended the stream's tracks before this
+            for key in [k for k in self._tracks if k[0] == sid]:
+                del self._tracks[key]
+
+    def frame(self, result: FrameResult) -> None:
+        """Follow a published frame: its tracks were seen at its pts."""
+        sid = result.stream_id
+        self._last[sid] = (result.frame_idx, result.pts, result.capture_ts)
+        ids = result.detections.track_id
+        for tid in [] if ids is None else ids[ids >= 0].tolist():
+            track = self._tracks.get((sid, int(tid)))
+            if track is not None:
+                track["frames"] += 1
+                track["last_pts"] = result.pts
+
+    def end_all(self, reason: str) -> list[dict[str, Any]]:
+        """``track.end`` (with ``reason``) for every open track, by stream then id; forgets them."""
+        events = []
+        for sid, tid in sorted(self._tracks, key=lambda k: (str(k[0]), k[1])):
+            track = self._tracks[sid, tid]
+            frame, pts, ts = self._last.get(sid, (None, track["last_pts"], time.time()))
+            first, last = track["first_pts"], track["last_pts"]
+            events.append(
+                ev.make_event(
+                    "track.end",
+                    sid,
+                    frame=frame,
+                    pts=pts,
+                    ts=ts,
+                    track=tid,
+                    label=track["label"],
+                    frames=track["frames"],
+                    duration_s=round(last - first, 6) if None not in (first, last) else 0.0,
+                    reason=reason,
+                )
+            )
+        self._tracks.clear()
+        return events
+
+
 class ObjectCounter:
     """Per-stream ``objects.count`` events: emitted when the per-class counts change and the
     new counts have held for ``min_persist`` frames (so one flickering box is not an event)."""

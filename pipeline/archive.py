@@ -1003,9 +1003,9 @@ class RayEngine:
 
 
 def summary_line(summary: ArchiveSummary, out_dir: str | Path) -> str:
-    """One line for stderr: counts, throughput and where the manifest is."""
+    """One line for the user (``vigil: `` is prepended): counts, throughput, the manifest."""
     return (
-        f"vigil: archive: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
+        f"archive: {summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
         f"in {summary.seconds:.1f} s ({summary.files_per_s:.2f} files/s, "
         f"{summary.frames_per_s:.1f} frames/s); manifest {Path(out_dir) / MANIFEST}"
     )

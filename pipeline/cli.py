@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.logs import say, setup_logging
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -34,17 +36,15 @@ class UserError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from pipeline.logs import setup_logging  # --log-json, else VIGIL_LOG_JSON; workers follow
-
     setup_logging(args.log_level, args.log_json or None)
     quiet_ffmpeg(args.log_level)
     try:
         return int(args.func(args) or EXIT_OK)
     except UserError as exc:
-        print(f"vigil: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}", logging.ERROR)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("vigil: interrupted", file=sys.stderr)
+        say("interrupted", logging.WARNING)
         return EXIT_INTERRUPTED
 
 
@@ -352,10 +352,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     for rec in summary.records:
         if rec["status"] == "failed":
             where = "" if rec["path"] in (rec["error"] or "") else f"{rec['path']}: "
-            print(f"vigil: failed: {where}{rec['error']}", file=sys.stderr)
-    print(archive.summary_line(summary, cfg.output.dir), file=sys.stderr)
+            say(f"failed: {where}{rec['error']}", logging.ERROR)
+    say(archive.summary_line(summary, cfg.output.dir))
     if summary.interrupted:
-        print("vigil: stopped on request; run the same command again to resume", file=sys.stderr)
+        say("stopped on request; run the same command again to resume", logging.WARNING)
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed else EXIT_OK
 
@@ -369,7 +369,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stream.synthetic import demo_sample
 
     video, gt = demo_sample(cache_dir() / "sample")
-    print(f"vigil demo: synthetic sample video {video} (ground truth {gt})", file=sys.stderr)
+    say(f"synthetic sample video {video} (ground truth {gt})", prefix="vigil demo")
     args.config = DEMO_CONFIG
     args.stream_id = "demo"
     if args.model is None:
@@ -386,12 +386,12 @@ def demo_model(config: Path) -> str:
     model = load_config(config).detect.model
     entry = weights.get(model)
     if entry.path.is_file():
-        print(f"vigil demo: using {model} with its cached pretrained weights", file=sys.stderr)
+        say(f"using {model} with its cached pretrained weights", prefix="vigil demo")
         return model
-    print(
-        f"vigil demo: no pretrained weights cached for {model} (at {entry.path}); using the "
-        "sim pack (simnet, trained offline on the synthetic world by scripts/train_sim.py)",
-        file=sys.stderr,
+    say(
+        f"no pretrained weights cached for {model} (at {entry.path}); using the sim pack "
+        "(simnet, trained offline on the synthetic world by scripts/train_sim.py)",
+        prefix="vigil demo",
     )
     return "simnet"
 
@@ -409,39 +409,40 @@ def _execute(cfg: Any) -> int:
         check_model(cfg.detect.model)
     except WeightsError as exc:
         raise UserError(str(exc)) from None
-    totals = 0
+    totals: int | None = 0
     for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
         try:
-            totals += probe_source(src.uri) or 0  # cameras that are down now are retried
+            frames = probe_source(src.uri)  # None: a camera (down now: it is retried)
         except SourceError as exc:
             raise UserError(str(exc)) from None
+        if totals is not None:  # the bar has a total only when every source ends
+            totals = None if src.loop or not frames else totals + frames
     try:
         summary = run_pipeline(cfg, progress_total=totals or None)
     except StageFailed as exc:
         if exc.user:
             raise UserError(exc.message.split(": ", 1)[-1]) from None
-        print(f"vigil: error: {exc}\n{exc.traceback}", file=sys.stderr, end="")
+        say(f"error: {exc}\n{exc.traceback}".rstrip("\n"), logging.ERROR)
         return EXIT_FAILED
     out = cfg.output.dir
-    print(
-        f"vigil: {summary.frames} frames in {summary.seconds:.1f} s "
-        f"({summary.fps:.1f} frames/s), {summary.events} events",
-        file=sys.stderr,
+    say(
+        f"{summary.frames} frames in {summary.seconds:.1f} s "
+        f"({summary.fps:.1f} frames/s), {summary.events} events"
     )
     if summary.detector:
-        print(f"vigil: detector {summary.detector}", file=sys.stderr)
+        say(f"detector {summary.detector}")
     for sid, end in summary.streams.items():
         if end["reason"] == "truncated":
-            print(
-                f"vigil: warning: stream {sid} truncated: read {end['frames_read']} frames "
+            say(
+                f"warning: stream {sid} truncated: read {end['frames_read']} frames "
                 f"before the break ({end['detail']}); all of them processed",
-                file=sys.stderr,
+                logging.WARNING,
             )
     written = [p for p in (out / "annotated.mp4", out / "events.jsonl") if p.exists()]
     if written:
-        print("vigil: wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+        say("wrote " + ", ".join(str(p) for p in written))
     if summary.interrupted:
-        print("vigil: stopped on request; every frame read was processed", file=sys.stderr)
+        say("stopped on request; every frame read was processed", logging.WARNING)
     return EXIT_OK
 
 
@@ -557,7 +558,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(json.dumps(reply))
     if not reply.get("ok"):
-        print(f"vigil: error: {reply.get('error', 'request refused')}", file=sys.stderr)
+        say(f"error: {reply.get('error', 'request refused')}", logging.ERROR)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -181,6 +181,16 @@ def setup_logging(
     return handler
 
 
+def say(text: str, level: int = logging.INFO, prefix: str = "vigil") -> None:
+    """A line for the person at the terminal (a run's summary, an error): ``PREFIX: text`` on
+    stderr, credentials redacted; with JSON logs, a record of logger ``PREFIX`` instead, so that
+    stderr stays one JSON object per line."""
+    if json_logs_from_env():
+        logging.getLogger(prefix.replace(" ", ".")).log(level, "%s", text)
+    else:
+        print(f"{prefix}: {redact_text(text)}", file=sys.stderr, flush=True)
+
+
 class StreamLogger(logging.LoggerAdapter):
     """Log lines about one stream: ``stream ID: message``, with the record's ``stream`` set."""
 

@@ -474,6 +474,8 @@ class _Run:
             if name == "publish":
                 resume = {"restart": self.restarts[name], "streams": dict(self.stream_infos)}
                 args: tuple = (self.plain, left, resume)
+            elif name == "analytics":
+                args = (self.plain, left, {"restart": self.restarts[name]})
             elif name == "infer":
                 args = (self.plain, None if self.dynamic else left)
             else:

@@ -125,11 +125,18 @@ def resolve_device(spec: str) -> str:
     return spec
 
 
-def analytics_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
-    """Per-stream analytics (see :class:`pipeline.analytics.StreamAnalytics`) on each frame."""
+def analytics_body(
+    ctx: StageContext, cfg: dict[str, Any], n_sources: int, resume: dict[str, Any] | None = None
+) -> None:
+    """Per-stream analytics (see :class:`pipeline.analytics.StreamAnalytics`) on each frame.
+
+    ``resume`` is given to an analytics stage restarted by the supervisor: its first message
+    tells the publish stage to end the tracks the dead process left open (``tracks_lost``)."""
     from pipeline.analytics import StreamAnalytics
 
     inp, out = ctx.pull(ctx.endpoints.analytics), ctx.push(ctx.endpoints.publish)
+    if resume:
+        ctx.send(out, {"kind": "tracks_lost", "restart": resume["restart"]})
     analytics = StreamAnalytics(cfg["people"])
     eos_left = n_sources
     while eos_left:
@@ -204,6 +211,7 @@ def publish_body(
     anew, writes each stream's video to a new file ``annotated[-ID].restartN.mp4`` (the dead
     process's file was never finalised), and knows the streams already open.
     """
+    from pipeline.analytics import OpenTracks
     from pipeline.annotate import annotate
     from stream.sinks import EventPublisher, JpegFrameFeed
 
@@ -211,6 +219,11 @@ def publish_body(
     out_dir = Path(out_cfg["dir"])
     restart = (resume or {}).get("restart", 0)
     inp = ctx.pull(ctx.endpoints.publish)
+    journal = _open_journal(pub_cfg, out_dir)
+    tracks = OpenTracks()
+    if journal is not None and restart:  # the tracks the dead process knew open
+        for line in journal.open_state():
+            tracks.event(json.loads(line))
     publisher = EventPublisher(
         jsonl_path=out_dir / "events.jsonl" if out_cfg["events_file"] else None,
         append=restart > 0,
@@ -218,7 +231,7 @@ def publish_body(
         endpoint=pub_cfg["events"],
         wait_subscribers=pub_cfg["wait_subscribers"] if not restart else 0,
         wait_timeout_s=pub_cfg["wait_timeout_s"],
-        journal=_open_journal(pub_cfg, out_dir),
+        journal=journal,
         replay_endpoint=pub_cfg.get("replay"),
         heartbeat_s=pub_cfg.get("heartbeat_s"),
         kafka=_open_kafka(pub_cfg),
@@ -253,6 +266,13 @@ def publish_body(
             videos[sid] = _video_sink(out_dir, out_cfg, sid, info, n_sources, restart)
         ctx.report("open", stream_id=sid, info=info)
 
+    def publish(event: dict[str, Any]) -> None:
+        event = publisher.publish(event)
+        ctx.metrics.inc("vigil_events_published", type=event["type"])
+        tracks.event(event)
+        if tap is not None:
+            tap.event(event)
+
     for sid, info in (resume or {}).get("streams", {}).items():
         open_stream(sid, info)
     try:
@@ -260,10 +280,10 @@ def publish_body(
             header, arrays = ctx.recv(inp)
             kind = header["kind"]
             if kind == "event":
-                event = publisher.publish(header["event"])
-                ctx.metrics.inc("vigil_events_published", type=event["type"])
-                if tap is not None:
-                    tap.event(event)
+                publish(header["event"])
+            elif kind == "tracks_lost":  # a restarted analytics stage: its tracker starts anew
+                for event in tracks.end_all("restart"):
+                    publish(event)
             elif kind == "open":
                 open_stream(header["stream_id"], header["info"])
             elif kind == "frame":
@@ -284,6 +304,7 @@ def publish_body(
                     )
                 if tap is not None:
                     tap.frame(sid, drawn, result)
+                tracks.frame(result)
                 done_frames += 1
                 stamps = {**result.stage_ts, "publish": time.time()}
                 ctx.metrics.inc("vigil_frames_processed", stream=sid)

@@ -92,6 +92,23 @@ def test_never_seen_keypoint_at_origin_and_no_torso_fallback() -> None:
     assert np.all(np.isfinite(w))
 
 
+def test_missing_shoulders_and_hips_are_handled_without_warnings() -> None:
+    import warnings
+
+    from models.pose_buffer import normalise_window
+
+    raw = np.full((4, 17, 3), np.nan)
+    raw[..., 2] = 0.0
+    raw[:, 0] = [100.0, 50.0, 1.0]  # only the nose is seen: no torso, no hips
+    raw[:, 15] = [100.0, 140.0, 1.0]  # and one ankle
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would raise here
+        w = normalise_window(raw)
+    assert np.all(np.isfinite(w))
+    assert np.allclose(w[-1, 0, :2], [0.0, -1.5])  # origin: the seen points' mean; scale 90/3
+    assert np.all(w[:, 5:7, 2] == 0)  # shoulders flagged unseen
+
+
 def test_time_going_back_clears_and_duplicates_replace() -> None:
     buf = PoseBuffer(rate_hz=10, window_s=0.5)
     for i in range(10):

@@ -196,6 +196,21 @@ def test_human_by_default_and_vigil_log_json_env_switches_to_json(tmp_path: Path
     assert as_json["stream"] == "cam1" and as_json["message"] == "hello rtsp://***@h/x"
 
 
+def test_a_bad_input_is_one_json_error_with_json_logs(tmp_path: Path):
+    env = {**os.environ, LOG_JSON_ENV: ""}
+    for flags, expect_json in (([], False), (["--log-json"], True)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *flags, "process", str(tmp_path / "no.mp4")],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        if expect_json:
+            (rec,) = [json.loads(x) for x in proc.stderr.splitlines()]
+            assert rec["level"] == "error" and rec["message"].startswith("error: no such file")
+        else:
+            assert proc.stderr.startswith("vigil: error: no such file"), proc.stderr
+
+
 def test_vigil_process_log_json_gives_json_lines_naming_the_stream(tmp_path: Path):
     video = write_moving_box_video(tmp_path / "door.mp4", n_frames=5)
     proc = subprocess.run(
@@ -226,12 +241,10 @@ def test_vigil_process_log_json_gives_json_lines_naming_the_stream(tmp_path: Pat
         env={**os.environ, "VIGIL__DETECT__MAX_DETECTIONS": "8", LOG_JSON_ENV: ""},
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stderr.splitlines()
-    # The CLI's closing report ("vigil: N frames in ...", "vigil: wrote ...") is printed, not
-    # logged; every other line is a JSON log record.
-    records = [json.loads(x) for x in lines if not x.startswith("vigil: ")]
-    assert len(records) + sum(x.startswith("vigil: ") for x in lines) == len(lines)
-    assert any("frames in" in x for x in lines if x.startswith("vigil: "))
+    # every line is a JSON record, the CLI's closing report ("N frames in ...") included
+    records = [json.loads(x) for x in proc.stderr.splitlines()]
+    closing = [r["message"] for r in records if r["logger"] == "vigil"]
+    assert any(" frames in " in m for m in closing) and any("wrote " in m for m in closing)
     for rec in records:
         assert {"ts", "level", "logger", "process", "message"} <= set(rec), rec
         if "door" in rec["message"] or rec["process"] == "source:door":

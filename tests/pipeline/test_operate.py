@@ -104,6 +104,44 @@ def test_frames_in_never_reads_below_what_later_stages_accounted_for() -> None:
     assert run.merged().counters["vigil_frames_in", (("stream", "cam1"),)] == 40
 
 
+def test_open_tracks_ledger_ends_what_a_dead_tracker_left_open() -> None:
+    from models.results import Detections, FrameResult
+    from pipeline.analytics import OpenTracks
+    from stream import events as ev
+
+    def start(sid: str, tid: int, pts: float) -> dict:
+        return ev.make_event(
+            "track.start", sid, frame=0, pts=pts, ts=0.0, track=tid, label="person"
+        )
+
+    def frame(sid: str, idx: int, ids: list[int]) -> FrameResult:
+        box = [[0, 0, 10, 20]] * len(ids)
+        det = Detections(box, [0.9] * len(ids), [0] * len(ids), ids)
+        return FrameResult(sid, idx, idx / 10, 100.0 + idx / 10, 64, 48, det)
+
+    ledger = OpenTracks()
+    for e in (start("a", 1, 0.0), start("a", 2, 0.1), start("b", 1, 0.0)):
+        ledger.event(e)
+    for i in range(5):
+        ledger.frame(frame("a", i, [1, 2, -1] if i < 3 else [1]))
+    ledger.event(ev.make_event(
+        "track.end", "a", frame=3, pts=0.3, ts=0.0, track=2, label="person", frames=3,
+        duration_s=0.2,
+    ))  # fmt: skip
+    ledger.event(ev.make_event(
+        "stream.offline", "b", frame=9, pts=0.9, ts=0.0, reason="eof", frames_read=10
+    ))  # its tracks were ended by its analytics already  # fmt: skip
+    (end,) = ledger.end_all("restart")
+    assert (end["type"], end["stream"], end["track"], end["reason"]) == (
+        "track.end",
+        "a",
+        1,
+        "restart",
+    )
+    assert (end["frame"], end["pts"], end["frames"], end["duration_s"]) == (4, 0.4, 5, 0.4)
+    assert len(ledger) == 0 and ledger.end_all("restart") == []
+
+
 def test_metric_names_follow_the_naming_guide() -> None:
     for name, spec in METRICS.items():
         assert name.startswith("vigil_"), name
@@ -201,13 +239,15 @@ def test_readyz_names_a_stalled_source_then_the_run_fails_on_it(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
-@pytest.mark.parametrize("stage", ["infer", "publish"])
+@pytest.mark.parametrize("stage", ["infer", "analytics", "publish"])
 def test_stage_killed_from_outside_is_restarted_and_everything_recovers(
     stage: str, scene_video: Path, tmp_path: Path, free_port: int
 ) -> None:
     out = tmp_path / "out"
     with LiveVigil(scene_video, out, free_port) as run:
         run.wait_ready()
+        if stage == "analytics":  # kill it while it has a track open
+            run.wait_for("an open track", lambda: open_tracks(read_events(out)), 60)
         before = {s["name"]: s for s in run.status()["stages"]}
         os.kill(before[stage]["pid"], signal.SIGKILL)
 
@@ -226,10 +266,38 @@ def test_stage_killed_from_outside_is_restarted_and_everything_recovers(
         assert value(parsed, "vigil_stage_restarts_total", stage=stage, reason="died") == 1
         assert run.stop() == 0, log_tail(run.log)
 
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    events = read_events(out)
     restarts = [e for e in events if e["type"] == "stage.restart"]
     assert [(e["stage"], e["reason"], e["attempt"]) for e in restarts] == [(stage, "died", 1)]
     assert "SIGKILL" in restarts[0]["detail"]
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seq must stay gap-free"
     assert events[-1]["type"] == "stream.offline"  # the drain still closed the stream
+    if stage != "publish":  # (events a killed publish stage had not journaled yet are lost)
+        assert open_tracks(events) == set(), "every track.start needs its track.end"
+    ended_by_restart = [e for e in events if e["type"] == "track.end" and e.get("reason")]
+    if stage == "analytics":  # the tracks the dead tracker had open were ended for it
+        assert ended_by_restart and {e["reason"] for e in ended_by_restart} == {"restart"}
+        assert all(e["seq"] > restarts[0]["seq"] for e in ended_by_restart)
+    else:
+        assert ended_by_restart == []
+
+
+def read_events(out: Path) -> list[dict]:
+    path = out / "events.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]  # a line being written
+
+
+def open_tracks(events: list[dict]) -> set[tuple[str, int]]:
+    """(stream, track) started and not ended; a track started twice or ended unstarted fails."""
+    open_ = set()
+    for e in events:
+        key = (e["stream"], e.get("track"))
+        if e["type"] == "track.start":
+            assert key not in open_, f"track started twice: {e}"
+            open_.add(key)
+        elif e["type"] == "track.end":
+            assert key in open_, f"track ended but never started: {e}"
+            open_.remove(key)
+    return open_
