@@ -583,21 +583,26 @@ class SourceSender:
         self._event(
             self._at_last_frame(
                 "frame.dropped",
+                on_stream_clock=True,
                 count=count,
                 total=total,
                 frames_read=self.handoff.frames_in,
             )
         )
 
-    def _at_last_frame(self, type_: str, **fields: Any) -> dict[str, Any]:
-        """An event of this stream, stamped now and with the last frame sent (if any)."""
+    def _at_last_frame(
+        self, type_: str, on_stream_clock: bool = False, **fields: Any
+    ) -> dict[str, Any]:
+        """An event of this stream, stamped with the last frame sent (if any) and now; with
+        ``on_stream_clock``, ``ts`` is that frame's capture time, like the events about frames
+        (a file's clock is its container's, not the wall clock)."""
         last = self.last
         return ev.make_event(
             type_,
             self.stream_id,
             frame=last.frame_idx if last else None,
             pts=last.pts if last else None,
-            ts=time.time(),
+            ts=last.capture_ts if last and on_stream_clock else time.time(),
             **fields,
         )
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 import traceback
@@ -129,8 +130,9 @@ class StageContext:
 
     def maybe_fault(self, frame_idx: int) -> None:
         """Fault injection for supervision tests (``VIGIL_INJECT_FAULT=stage:frame:raise|kill|
-        hang``): fires once, on the first frame at or past that index (live mode drops frames)."""
-        if self._fault is None or frame_idx < self._fault[0]:
+        hang``): fires once, on the first frame at or past that index (live mode drops frames).
+        ``stage:load:sleepN`` instead makes the stage's start-up (the model load) N s slower."""
+        if self._fault is None or self._fault[0] < 0 or frame_idx < self._fault[0]:
             return
         fault, self._fault = self._fault, None
         if fault[1] == "kill":
@@ -139,6 +141,13 @@ class StageContext:
             while True:
                 time.sleep(1)
         raise RuntimeError(f"injected fault in stage {self.name} at frame {frame_idx}")
+
+    def maybe_slow_load(self) -> None:
+        """``VIGIL_INJECT_FAULT=stage:load:sleepN``: sleep N s here, without reporting, as a
+        slow model load would (see :meth:`maybe_fault`)."""
+        if self._fault is not None and self._fault[0] < 0:
+            fault, self._fault = self._fault, None
+            time.sleep(float(fault[1].removeprefix("sleep")))
 
     def stopping(self) -> bool:
         return self.stop_event.is_set()
@@ -226,10 +235,13 @@ def run_stage(
 
 
 def _parse_fault(spec: str, stage: str) -> tuple[int, str] | None:
+    """``stage:frame:kind`` -> (frame, kind); ``stage:load:sleepN`` -> (-1, "sleepN")."""
     parts = spec.split(":")
-    if len(parts) != 3 or parts[0] != stage.split(":")[0] or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != stage.split(":")[0]:
         return None
-    return int(parts[1]), parts[2]
+    if parts[1] == "load" and re.fullmatch(r"sleep\d+(\.\d+)?", parts[2]):
+        return -1, parts[2]
+    return (int(parts[1]), parts[2]) if parts[1].isdigit() else None
 
 
 def _is_user_error(exc: Exception) -> bool:

@@ -330,6 +330,7 @@ class _Run:
                             ended_sent[msg["stream_id"]] = msg.get("sent", 0)
                     elif kind == "info" and "detector" in msg:
                         self.model_loaded = True
+                        last_progress = time.monotonic()  # the stall clock starts now
                         for src in deferred:
                             self._start_source(src)
                         deferred = []
@@ -353,11 +354,14 @@ class _Run:
                 next_check = time.monotonic() + 0.2
                 self._check_stages()
                 # A pipeline with no camera streaming (all reconnecting, or none added) is idle,
-                # not stalled; frames still in flight after the last source ended do count.
+                # not stalled; frames still in flight after the last source ended do count. So
+                # is one whose model is still loading (minutes when TensorRT builds an engine),
+                # or with a stage restarting (until the new process reports).
                 active = any(s == "streaming" for s in self.states.values())
                 active = active or sum(ended_sent.values()) > summary.frames
                 active = active or not self.states
-                active = active and not self.pending_restart
+                active = active and self.model_loaded
+                active = active and not self.pending_restart and not self.awaiting_up
                 if active and time.monotonic() - last_progress > cfg.runtime.stage_timeout_s:
                     raise StageFailed(
                         "pipeline",
@@ -478,6 +482,7 @@ class _Run:
                 args = (self.plain, left, {"restart": self.restarts[name]})
             elif name == "infer":
                 args = (self.plain, None if self.dynamic else left)
+                self.model_loaded = False  # loading again: neither ready nor stalled
             else:
                 args = (self.plain, left)
             self._start(name, self.bodies[name], args, self.stop)

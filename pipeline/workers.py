@@ -48,6 +48,7 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     # Bind the input before the (slow) model load: a source that ends meanwhile must find a
     # peer for its frames and EOS, or they would die with it after its linger time.
     inp = ctx.pull(ctx.endpoints.infer)
+    ctx.maybe_slow_load()
     perceiver = build_perceiver_from_config(cfg, device=device)
     ctx.report("info", detector=f"{det_cfg['model']} on {device}: {perceiver.description}")
     class_names = list(perceiver.class_names)

@@ -39,7 +39,7 @@ class LiveVigil:
         port: int,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
-        duration_s: float = 180,
+        duration_s: float = 600,  # a safety net only: the tests stop it themselves
     ) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.out = out
@@ -86,9 +86,15 @@ class LiveVigil:
         except (urllib.error.URLError, OSError):
             return 0, ""
 
-    def status(self) -> dict[str, Any]:
-        code, body = self.get("/api/status")
-        return json.loads(body) if code == 200 else {}
+    def status(self, timeout: float = 30) -> dict[str, Any]:
+        """/api/status, retried through a busy moment (fails the test if it never answers)."""
+        return json.loads(
+            self.wait_for("/api/status", lambda: self._answer("/api/status"), timeout)
+        )
+
+    def _answer(self, path: str) -> str | None:
+        code, body = self.get(path)
+        return body if code == 200 else None
 
     def wait_for(self, what: str, condition: Callable[[], Any], timeout: float) -> Any:
         """Poll ``condition`` every 0.5 s until truthy; fail naming ``what`` (with the log)."""

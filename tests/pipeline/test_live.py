@@ -116,6 +116,8 @@ def test_live_mode_latency_stays_bounded_when_input_outpaces_inference(tmp_path:
     drops = [e for e in _events(out) if e["type"] == "frame.dropped"]
     assert drops and sum(d["count"] for d in drops) == drops[-1]["total"]
     assert drops[-1]["total"] + len(rows) == 720  # never silent: every frame is accounted for
+    stamps = [e["ts"] for e in _events(out)]  # ISO-8601 UTC: sorts as text
+    assert stamps == sorted(stamps), "events are stamped on the stream's clock, in order"
     assert [r["frame"] for r in rows] == sorted(r["frame"] for r in rows)
 
 

@@ -215,7 +215,8 @@ def test_readyz_names_a_stalled_source_then_the_run_fails_on_it(
     scene_video: Path, tmp_path: Path, free_port: int
 ) -> None:
     env = {
-        "VIGIL_INJECT_FAULT": "source:45:hang",  # 3 s into the stream at 15 frames/s
+        # 10 s into the stream at 15 frames/s: time enough to see it ready first
+        "VIGIL_INJECT_FAULT": "source:150:hang",
         "VIGIL__RUNTIME__READY_TIMEOUT_S": "3",
         "VIGIL__RUNTIME__STAGE_TIMEOUT_S": "20",
     }
@@ -235,6 +236,28 @@ def test_readyz_names_a_stalled_source_then_the_run_fails_on_it(
         rc = run.proc.wait(timeout=90)
     assert rc == 1
     assert "stage 'source:cam1' failed: hung: no report for" in run.log.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
+def test_a_slow_model_load_is_not_a_stall(scene_video: Path, tmp_path: Path, free_port: int):
+    """The model loads for longer than stage_timeout_s (TensorRT builds engines for minutes):
+    /readyz says so, and the stall clock only starts once it is loaded."""
+    env = {"VIGIL_INJECT_FAULT": "infer:load:sleep10", "VIGIL__RUNTIME__STAGE_TIMEOUT_S": "5"}
+    with LiveVigil(scene_video, tmp_path / "out", free_port, env=env) as run:
+        loading = run.wait_for(
+            "/readyz 503 for the model load",
+            lambda: (lambda r: r[1] if r[0] == 503 and "loading the model" in r[1] else None)(
+                run.get("/readyz")
+            ),
+            60,
+        )
+        assert "stage infer" in loading, loading
+        run.wait_ready()
+        frames = run.status()["streams"][0]["frames"]
+        run.wait_for("frames flowing", lambda: run.status()["streams"][0]["frames"] > frames, 30)
+        assert run.stop() == 0, log_tail(run.log)
+    assert "stalled" not in run.log.read_text()
 
 
 @pytest.mark.slow
