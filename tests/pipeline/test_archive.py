@@ -229,7 +229,11 @@ def test_rerun_skips_done_inputs_retries_failed_and_redoes_changed_ones(
 def test_killed_run_resumes_without_redoing_finished_inputs(inputs: Path, tmp_path: Path) -> None:
     """SIGKILL the CLI right after its first manifest line: the rerun skips what was done,
     finishes the rest, and no folder that looks complete was left half-written."""
-    clips = [str(write_moving_box_video(tmp_path / f"k{i}.mp4", n_frames=8)) for i in range(3)]
+    # the later clips are longer, so the kill lands before they are done on a busy machine too
+    clips = [
+        str(write_moving_box_video(tmp_path / f"k{i}.mp4", n_frames=8 if i == 0 else 60))
+        for i in range(3)
+    ]
     out = tmp_path / "out"
     manifest = out / archive.MANIFEST
     args = ["process", *clips, "--out", str(out), *_cfg(inputs)]

@@ -70,7 +70,7 @@ def test_process_rtsp_survives_server_restart_at_another_size(tmp_path: Path) ->
     reconnects, moves to the new size and writes video and lifecycle events; exit 0."""
     srv = RtspTestServer(fps=15).start()
     out = tmp_path / "out"
-    proc = _vigil("process", srv.url, "--out", str(out), "--duration", "40", *FAST)
+    proc = _vigil("process", srv.url, "--out", str(out), "--duration", "300", *FAST)  # a net
     try:
         assert _wait_for(lambda: _flowing(out, "cam1", 10), 90)
         srv.stop()
