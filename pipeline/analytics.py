@@ -9,6 +9,7 @@ the input sequence, so the same frames always give the same events.
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 from models.results import FrameResult
@@ -151,6 +152,71 @@ class OpenTracks:
             )
         self._tracks.clear()
         return events
+
+
+class SentEvents:
+    """The analytics stage's outbox numbering: every event it sends the publish stage gets an
+    id ``[gen, n]`` (``gen``: the analytics process's restart count, ``n`` from 1), and the
+    newest ``capacity`` are kept (oldest evicted) so that a restarted publish stage can ask for
+    the ones its dead predecessor received but had not journaled (see :class:`EventGate`)."""
+
+    def __init__(self, gen: int, capacity: int = 10_000) -> None:
+        self.gen = gen
+        self.capacity = capacity
+        self.next = 1
+        self._kept: deque[tuple[int, dict[str, Any]]] = deque(maxlen=capacity)
+
+    def number(self, event: dict[str, Any]) -> list[int]:
+        n, self.next = self.next, self.next + 1
+        self._kept.append((n, event))
+        return [self.gen, n]
+
+    def after(self, eid: list[int] | None) -> tuple[list[tuple[list[int], dict[str, Any]]], int]:
+        """The kept events after ``eid`` (the last one journaled; None: none ever was), and how
+        many of those were evicted already (lost; the caller says so loudly)."""
+        start = eid[1] if eid is not None and eid[0] == self.gen else 0
+        kept = [([self.gen, n], event) for n, event in self._kept if n > start]
+        first = kept[0][0][1] if kept else self.next
+        return kept, max(first - (start + 1), 0)
+
+
+class EventGate:
+    """The publish stage's side of :class:`SentEvents`: analytics events are journaled in id
+    order and once each, also across a publish restart.
+
+    A restarted publish stage starts ``holding``: it asks the analytics stage to send again
+    every event after the last one journaled (``last``, from the journal) and holds what
+    arrives until that ``resend_done`` (or ``deadline``), then releases the held events sorted,
+    without duplicates (the same event may come through the old pipe and the resend).
+    """
+
+    def __init__(self, last: list[int] | None, holding: bool, wait_s: float = 10.0) -> None:
+        self.last = tuple(last) if last is not None else None
+        self.holding = holding
+        self.deadline = time.monotonic() + wait_s
+        self._held: dict[tuple[int, ...], dict[str, Any]] = {}
+
+    def offer(self, eid: list[int], event: dict[str, Any]) -> list[tuple[list[int], dict]]:
+        """Events to journal now, in order (none while holding or for a duplicate)."""
+        key = tuple(eid)
+        if self.holding:
+            self._held.setdefault(key, event)
+            return []
+        if self.last is not None and key <= self.last:
+            return []
+        self.last = key
+        return [(eid, event)]
+
+    def release(self) -> list[tuple[list[int], dict[str, Any]]]:
+        """Stop holding: the held events to journal, in id order, duplicates dropped."""
+        self.holding = False
+        out = []
+        for key in sorted(self._held):
+            if self.last is None or key > self.last:
+                out.append((list(key), self._held[key]))
+                self.last = key
+        self._held.clear()
+        return out
 
 
 class ObjectCounter:

@@ -129,25 +129,36 @@ class StageContext:
             raise Stopped("supervisor is gone")
 
     def maybe_fault(self, frame_idx: int) -> None:
-        """Fault injection for supervision tests (``VIGIL_INJECT_FAULT=stage:frame:raise|kill|
-        hang``): fires once, on the first frame at or past that index (live mode drops frames).
-        ``stage:load:sleepN`` instead makes the stage's start-up (the model load) N s slower."""
-        if self._fault is None or self._fault[0] < 0 or frame_idx < self._fault[0]:
-            return
-        fault, self._fault = self._fault, None
-        if fault[1] == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if fault[1] == "hang":
-            while True:
-                time.sleep(1)
-        raise RuntimeError(f"injected fault in stage {self.name} at frame {frame_idx}")
+        """Fault injection for supervision tests, ``VIGIL_INJECT_FAULT=stage:where:what``:
+        ``what`` is raise, kill or hang; ``where`` a frame index (fires once, on the first
+        frame at or past it: live mode drops frames), ``event=TYPE`` (fires on the first event
+        of that type the stage receives, see :meth:`maybe_fault_on_event`), or ``load`` with
+        ``what`` = ``sleepN`` (the stage's start-up, the model load, takes N s longer)."""
+        fault = self._fault
+        if fault is not None and fault[0] == "frame" and frame_idx >= fault[1]:
+            self._fire(f"frame {frame_idx}")
+
+    def maybe_fault_on_event(self, event_type: str) -> None:
+        fault = self._fault
+        if fault is not None and fault[0] == "event" and event_type == fault[1]:
+            self._fire(f"event {event_type}")
 
     def maybe_slow_load(self) -> None:
-        """``VIGIL_INJECT_FAULT=stage:load:sleepN``: sleep N s here, without reporting, as a
-        slow model load would (see :meth:`maybe_fault`)."""
-        if self._fault is not None and self._fault[0] < 0:
-            fault, self._fault = self._fault, None
-            time.sleep(float(fault[1].removeprefix("sleep")))
+        """``stage:load:sleepN`` (see :meth:`maybe_fault`): sleep N s here, without reporting,
+        as a slow model load would."""
+        fault = self._fault
+        if fault is not None and fault[0] == "load":
+            self._fault = None
+            time.sleep(float(fault[2].removeprefix("sleep")))
+
+    def _fire(self, where: str) -> None:
+        fault, self._fault = self._fault, None
+        if fault[2] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fault[2] == "hang":
+            while True:
+                time.sleep(1)
+        raise RuntimeError(f"injected fault in stage {self.name} at {where}")
 
     def stopping(self) -> bool:
         return self.stop_event.is_set()
@@ -234,14 +245,17 @@ def run_stage(
     ctx.close()
 
 
-def _parse_fault(spec: str, stage: str) -> tuple[int, str] | None:
-    """``stage:frame:kind`` -> (frame, kind); ``stage:load:sleepN`` -> (-1, "sleepN")."""
+def _parse_fault(spec: str, stage: str) -> tuple[str, Any, str] | None:
+    """``stage:where:what`` for this stage -> (trigger, value, what); see ``maybe_fault``."""
     parts = spec.split(":")
     if len(parts) != 3 or parts[0] != stage.split(":")[0]:
         return None
-    if parts[1] == "load" and re.fullmatch(r"sleep\d+(\.\d+)?", parts[2]):
-        return -1, parts[2]
-    return (int(parts[1]), parts[2]) if parts[1].isdigit() else None
+    where, what = parts[1], parts[2]
+    if where == "load" and re.fullmatch(r"sleep\d+(\.\d+)?", what):
+        return "load", None, what
+    if where.startswith("event="):
+        return "event", where.removeprefix("event="), what
+    return ("frame", int(where), what) if where.isdigit() else None
 
 
 def _is_user_error(exc: Exception) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
 import tempfile
@@ -38,7 +39,7 @@ import zmq
 from pipeline.config import VigilConfig
 from pipeline.logs import stream_logger
 from pipeline.metrics import RunMetrics
-from pipeline.stages import Endpoints, dynamic_budget, run_stage
+from pipeline.stages import FAULT_ENV, Endpoints, dynamic_budget, run_stage
 from pipeline.workers import analytics_body, infer_body, publish_body, source_body
 from stream import events as ev
 from stream import wire
@@ -474,6 +475,7 @@ class _Run:
             if old.exitcode is None:
                 old.kill()
             old.join(2.0)
+            os.environ.pop(FAULT_ENV, None)  # an injected fault fires in the first process only
             left = max(self.n_downstream - self.eos_reports, 1)
             if name == "publish":
                 resume = {"restart": self.restarts[name], "streams": dict(self.stream_infos)}

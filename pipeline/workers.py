@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +15,8 @@ from models.results import FrameResult
 from pipeline.stages import StageContext, StreamLedger, dynamic_budget
 from stream import events as ev
 from stream.transport import RingReader
+
+log = logging.getLogger(__name__)
 
 
 def source_body(ctx: StageContext, cfg: dict[str, Any], src: dict[str, Any]) -> None:
@@ -28,10 +31,6 @@ def _source_error(message: str) -> Exception:
     from stream.sources import SourceError
 
     return SourceError(message)
-
-
-def _send_event(ctx: StageContext, sock: Any, event: dict[str, Any]) -> None:
-    ctx.send(sock, {"kind": "event", "event": event})
 
 
 def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
@@ -131,33 +130,58 @@ def analytics_body(
 ) -> None:
     """Per-stream analytics (see :class:`pipeline.analytics.StreamAnalytics`) on each frame.
 
-    ``resume`` is given to an analytics stage restarted by the supervisor: its first message
-    tells the publish stage to end the tracks the dead process left open (``tracks_lost``)."""
-    from pipeline.analytics import StreamAnalytics
+    Every event it sends on (its own and the sources') is numbered and kept for a while
+    (:class:`pipeline.analytics.SentEvents`): a restarted publish stage asks for the ones its
+    predecessor had not journaled (``resend``). ``resume`` is given to an analytics stage
+    restarted by the supervisor: its first message tells the publish stage to end the tracks
+    the dead process left open (``tracks_lost``)."""
+    from pipeline.analytics import SentEvents, StreamAnalytics
 
     inp, out = ctx.pull(ctx.endpoints.analytics), ctx.push(ctx.endpoints.publish)
+    sent = SentEvents(gen=(resume or {}).get("restart", 0))
     if resume:
         ctx.send(out, {"kind": "tracks_lost", "restart": resume["restart"]})
     analytics = StreamAnalytics(cfg["people"])
+
+    def send_event(event: dict[str, Any], eid: list[int] | None = None) -> None:
+        ctx.send(out, {"kind": "event", "event": event, "eid": eid or sent.number(event)})
+
     eos_left = n_sources
     while eos_left:
         header, arrays = ctx.recv(inp)
+        kind = header["kind"]
+        if kind == "resend":  # from a restarted publish stage
+            events, lost = sent.after(header["after"])
+            if lost:
+                log.error(
+                    "%d events the dead publish stage had not journaled were no longer kept "
+                    "for a resend (the newest %d are); they are lost",
+                    lost,
+                    sent.capacity,
+                )
+            for eid, event in events:
+                send_event(event, eid)
+            ctx.send(out, {"kind": "resend_done", "count": len(events), "lost": lost})
+            continue
         # A stream that goes offline or resets (resolution change, pts backwards) ends its
         # open tracks first, so subscribers never see a track that silently vanishes.
-        if header["kind"] == "event" and header["event"]["type"] == "stream.offline":
+        if kind == "event" and header["event"]["type"] == "stream.offline":
             for event in analytics.finish(header["event"]["stream"]):
-                _send_event(ctx, out, event)
-        elif header["kind"] == "reset":
+                send_event(event)
+        elif kind == "reset":
             for event in analytics.finish(header["stream_id"]):
-                _send_event(ctx, out, event)
-        if header["kind"] != "frame":
+                send_event(event)
+        if kind == "event":
+            send_event(header["event"])
+            continue
+        if kind != "frame":
             ctx.send(out, header)
-            eos_left -= header["kind"] == "eos"
+            eos_left -= kind == "eos"
             continue
         result = FrameResult.from_wire(header["result"], arrays)
         ctx.maybe_fault(result.frame_idx)
         for event in analytics.update(result):
-            _send_event(ctx, out, event)
+            send_event(event)
         result.stage_ts["analytics"] = time.time()
         res_header, res_arrays = result.to_wire()
         header["result"] = res_header
@@ -192,6 +216,9 @@ def _open_kafka(pub_cfg: dict[str, Any]) -> Any:
     )
 
 
+#: Journal meta key: how far the analytics stage's events are journaled (run, [gen, n]).
+_SENT_MARK = "analytics_sent"
+
 #: Stage latencies observed per frame: (stage, stage_ts key it ends at, key it starts at).
 _LATENCY_SPANS = (
     ("decode", "decode", "capture"),
@@ -212,7 +239,7 @@ def publish_body(
     anew, writes each stream's video to a new file ``annotated[-ID].restartN.mp4`` (the dead
     process's file was never finalised), and knows the streams already open.
     """
-    from pipeline.analytics import OpenTracks
+    from pipeline.analytics import EventGate, OpenTracks
     from pipeline.annotate import annotate
     from stream.sinks import EventPublisher, JpegFrameFeed
 
@@ -222,9 +249,18 @@ def publish_body(
     inp = ctx.pull(ctx.endpoints.publish)
     journal = _open_journal(pub_cfg, out_dir)
     tracks = OpenTracks()
-    if journal is not None and restart:  # the tracks the dead process knew open
-        for line in journal.open_state():
+    run_key = ctx.endpoints.control  # unique to this run: a journal's mark from another is stale
+    last = None
+    if journal is not None and restart:
+        for line in journal.open_state():  # the tracks the dead process knew open
             tracks.event(json.loads(line))
+        mark = json.loads(journal.get_meta(_SENT_MARK) or "{}")
+        last = mark.get("eid") if mark.get("run") == run_key else None
+    # Restarted, with a journal: ask the analytics stage for the events after the last one
+    # journaled (the dead process may have received some it never journaled).
+    gate = EventGate(last, holding=journal is not None and restart > 0)
+    if gate.holding:
+        ctx.send(ctx.push(ctx.endpoints.analytics), {"kind": "resend", "after": last})
     publisher = EventPublisher(
         jsonl_path=out_dir / "events.jsonl" if out_cfg["events_file"] else None,
         append=restart > 0,
@@ -267,8 +303,10 @@ def publish_body(
             videos[sid] = _video_sink(out_dir, out_cfg, sid, info, n_sources, restart)
         ctx.report("open", stream_id=sid, info=info)
 
-    def publish(event: dict[str, Any]) -> None:
-        event = publisher.publish(event)
+    def publish(event: dict[str, Any], eid: list[int] | None = None) -> None:
+        mark = {"run": run_key, "eid": eid}
+        meta = {_SENT_MARK: json.dumps(mark)} if eid is not None and journal is not None else None
+        event = publisher.publish(event, meta)
         ctx.metrics.inc("vigil_events_published", type=event["type"])
         tracks.event(event)
         if tap is not None:
@@ -278,10 +316,29 @@ def publish_body(
         open_stream(sid, info)
     try:
         while eos_left:
-            header, arrays = ctx.recv(inp)
+            if gate.holding and time.monotonic() > gate.deadline:
+                log.warning("no answer to the resend request; events the dead publish stage "
+                            "received but had not journaled may be lost")  # fmt: skip
+                for eid, event in gate.release():
+                    publish(event, eid)
+            got = ctx.recv(inp, timeout_ms=200 if gate.holding else None)
+            if got is None:
+                continue
+            header, arrays = got
             kind = header["kind"]
             if kind == "event":
-                publish(header["event"])
+                ctx.maybe_fault_on_event(header["event"]["type"])
+                if "eid" in header:  # from the analytics stage: in order, once each
+                    for eid, event in gate.offer(header["eid"], header["event"]):
+                        publish(event, eid)
+                else:  # the supervisor's
+                    publish(header["event"])
+            elif kind == "resend_done":
+                held = gate.release()
+                log.warning("resend: %d events sent again after the restart, %d of them new to "
+                            "the journal", header["count"], len(held))  # fmt: skip
+                for eid, event in held:
+                    publish(event, eid)
             elif kind == "tracks_lost":  # a restarted analytics stage: its tracker starts anew
                 for event in tracks.end_all("restart"):
                     publish(event)

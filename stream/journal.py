@@ -31,6 +31,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +52,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+_INSERT = "INSERT INTO events(seq, type, stream, ts, json) VALUES (?, ?, ?, ?, ?)"
+_SET_META = "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)"
 
 #: Event types that make up the open state of the feed (see :func:`open_state`).
 STATE_TYPES = ("stream.online", "stream.offline", "track.start", "track.end")
@@ -130,21 +134,26 @@ class EventJournal:
             self._last_seq = self._read_head()
         return self._last_seq
 
-    def append(self, event: dict[str, Any]) -> str:
+    def append(self, event: dict[str, Any], meta: dict[str, str] | None = None) -> str:
         """Give ``event`` the next ``seq`` (in place), commit it, return its JSON line.
 
-        The row is committed when this returns; a failure leaves ``seq`` unassigned.
+        The row is committed when this returns; a failure leaves ``seq`` unassigned. ``meta``
+        values (:meth:`set_meta`) are committed in the same transaction, e.g. how far an
+        upstream stage's numbering has been journaled.
         """
         if self.readonly:
             raise JournalError(f"journal {self.path} is open read-only")
         seq = self._last_seq + 1
         event["seq"] = seq
         line = ev.dumps(event)
-        try:  # autocommit: the INSERT is its own transaction, committed on return
-            self._db.execute(
-                "INSERT INTO events(seq, type, stream, ts, json) VALUES (?, ?, ?, ?, ?)",
-                (seq, event.get("type", ""), event.get("stream"), time.time(), line),
-            )
+        row = (seq, event.get("type", ""), event.get("stream"), time.time(), line)
+        try:
+            if not meta:  # autocommit: the INSERT is its own transaction, committed on return
+                self._db.execute(_INSERT, row)
+            else:
+                with self._transaction():
+                    self._db.execute(_INSERT, row)
+                    self._db.executemany(_SET_META, list(meta.items()))
         except sqlite3.Error:
             event["seq"] = None
             raise
@@ -283,7 +292,17 @@ class EventJournal:
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        self._db.execute(_SET_META, (key, value))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
 
 class OpenState:

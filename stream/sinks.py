@@ -245,10 +245,11 @@ class EventPublisher:
         """The :class:`stream.replay.FeedServer` thread (None without an endpoint)."""
         return self._feed
 
-    def publish(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Assign ``seq``, journal (committed), record, publish; returns the event."""
+    def publish(self, event: dict[str, Any], meta: dict[str, str] | None = None) -> dict[str, Any]:
+        """Assign ``seq``, journal (committed, with ``meta``: see :meth:`EventJournal.append`),
+        record, publish; returns the event."""
         if self._journal is not None:
-            line = self._journal.append(event)
+            line = self._journal.append(event, meta)
         else:
             event["seq"] = self.next_seq
             line = ev.dumps(event)

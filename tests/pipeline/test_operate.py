@@ -142,6 +142,31 @@ def test_open_tracks_ledger_ends_what_a_dead_tracker_left_open() -> None:
     assert len(ledger) == 0 and ledger.end_all("restart") == []
 
 
+def test_events_a_dead_publish_stage_never_journaled_are_sent_again_once_each() -> None:
+    from pipeline.analytics import EventGate, SentEvents
+
+    sent = SentEvents(gen=0, capacity=5)
+    ids = [sent.number({"n": i}) for i in range(1, 8)]  # 1..7; 1 and 2 evicted
+    assert ids[0] == [0, 1] and ids[-1] == [0, 7]
+    events, lost = sent.after([0, 4])  # 1..4 journaled: 5..7 again, nothing lost
+    assert [eid for eid, _ in events] == [[0, 5], [0, 6], [0, 7]] and lost == 0
+    events, lost = sent.after([0, 1])  # 2 was evicted already: lost, and said so
+    assert [eid[1] for eid, _ in events] == [3, 4, 5, 6, 7] and lost == 1
+    assert sent.after(None)[1] == 2  # nothing journaled: 1 and 2 are gone
+    assert [e[1] for e, _ in SentEvents(gen=1).after([0, 9])[0]] == []  # a new analytics process
+
+    # The restarted publish stage journaled up to 4; 6 and 7 still came through the old pipe
+    # before the resend (5, 6, 7) and then 8: 5..8 once each, in order.
+    gate = EventGate([0, 4], holding=True)
+    for n in (6, 7, 5, 6, 7):
+        assert gate.offer([0, n], {"n": n}) == []
+    assert [eid for eid, _ in gate.release()] == [[0, 5], [0, 6], [0, 7]]
+    assert gate.offer([0, 7], {"n": 7}) == []  # a late duplicate
+    assert gate.offer([0, 8], {"n": 8}) == [([0, 8], {"n": 8})]
+    assert gate.offer([1, 1], {"n": 1}) == [([1, 1], {"n": 1})]  # a restarted analytics stage
+    assert EventGate(None, holding=False).offer([0, 1], {}) == [([0, 1], {})]
+
+
 def test_metric_names_follow_the_naming_guide() -> None:
     for name, spec in METRICS.items():
         assert name.startswith("vigil_"), name
@@ -304,6 +329,36 @@ def test_stage_killed_from_outside_is_restarted_and_everything_recovers(
         assert all(e["seq"] > restarts[0]["seq"] for e in ended_by_restart)
     else:
         assert ended_by_restart == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
+def test_events_a_killed_publish_stage_had_received_are_not_lost(
+    scene_video: Path, tmp_path: Path, free_port: int
+) -> None:
+    """The publish stage dies holding the first track.start, received but not journaled (and
+    whatever was queued behind it): the restarted one gets them again from the analytics stage,
+    each once, so every track still starts and ends."""
+    out = tmp_path / "out"
+    env = {"VIGIL_INJECT_FAULT": "publish:event=track.start:kill"}
+    with LiveVigil(scene_video, out, free_port, env=env) as run:
+        run.wait_for("the publish stage restarted", lambda: any(
+            s["name"] == "publish" and s["restarts"] == 1 and s["alive"]
+            for s in run.status()["stages"]
+        ), 120)  # fmt: skip
+        run.wait_ready(90)
+        run.wait_for("a track.end after the restart", lambda: any(
+            e["type"] == "track.end" for e in read_events(out)
+        ), 60)  # fmt: skip
+        assert run.stop() == 0, log_tail(run.log)
+    events = read_events(out)
+    restarts = [(e["stage"], e["reason"]) for e in events if e["type"] == "stage.restart"]
+    assert restarts == [("publish", "died")]
+    assert open_tracks(events) == set()  # none lost (ended unstarted), none twice, all ended
+    assert sum(e["type"] == "track.start" for e in events) >= 1
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert "resend: " in run.log.read_text()
 
 
 def read_events(out: Path) -> list[dict]:

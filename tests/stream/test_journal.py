@@ -84,3 +84,20 @@ def test_reader_is_read_only_and_missing_file_is_a_clear_error(tmp_path: Path) -
         with pytest.raises(JournalError, match="read-only"):
             r.append(event())
         r.close()
+
+
+def test_meta_is_committed_with_its_event_or_not_at_all(tmp_path: Path) -> None:
+    with EventJournal(tmp_path / "j.sqlite") as j:
+        j.append(event(), meta={"upstream": "1"})
+        assert j.get_meta("upstream") == "1"
+        j._db.execute("CREATE TRIGGER no_more BEFORE INSERT ON events BEGIN "
+                      "SELECT RAISE(ABORT, 'disk full'); END")  # fmt: skip
+        bad = event()
+        with pytest.raises(sqlite3.Error, match="disk full"):
+            j.append(bad, meta={"upstream": "2"})
+        assert bad["seq"] is None and j.head == 1
+        assert j.get_meta("upstream") == "1"  # rolled back with the event
+        j._db.execute("DROP TRIGGER no_more")
+        j.append(event(), meta={"upstream": "3"})
+    with EventJournal(tmp_path / "j.sqlite") as j:
+        assert j.head == 2 and j.get_meta("upstream") == "3"
