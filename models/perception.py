@@ -22,14 +22,12 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
+from models.catalog import CUSTOM_PERCEIVERS, check_model
 from models.results import Detections, Masks, Poses
 
 FrameOutputs = tuple[Detections, Poses, Masks]
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
-
-#: Models that are not plain torchvision detectors: name -> "module:Class".
-CUSTOM_PERCEIVERS: dict[str, str] = {"simnet": "models.simnet:SimPerception"}
 
 
 class Perceiver(Protocol):
@@ -61,29 +59,6 @@ def perceive(
     if isinstance(perceiver, CompositePerceiver):
         return perceiver(frames, stream_ids=list(stream_ids))
     return perceiver(frames)
-
-
-def check_model(name: str) -> None:
-    """Raise :class:`models.weights.WeightsError` (listing known names) for an unknown model.
-
-    ``none`` (detection off, e.g. a segmentation-only config) is accepted."""
-    from models import weights
-
-    if name in CUSTOM_PERCEIVERS or name.lower() in ("none", "off"):
-        return
-    entry = weights.get(name)
-    if entry.task != "detection":
-        raise weights.WeightsError(
-            f"{name} is a {entry.task} model; detect.model needs one of: "
-            + ", ".join(known_models())
-        )
-
-
-def known_models() -> list[str]:
-    from models import weights
-
-    names = [e.name for e in weights.entries("detection")] + list(CUSTOM_PERCEIVERS)
-    return sorted(set(names))
 
 
 def build_perceiver(*, model: str, seed: int = 0, **kwargs: Any) -> Perceiver:

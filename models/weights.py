@@ -34,10 +34,11 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # imported where used: reading the registry must not import torch
+    import torch
+    from torch import nn
 
 Task = Literal["detection", "segmentation", "keypoints", "action"]
 TASKS: tuple[str, ...] = ("detection", "segmentation", "keypoints", "action")
@@ -116,6 +117,8 @@ class WeightsEntry:
         kwargs.update(overrides)
         if seed is None:
             return builder(**kwargs)
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return builder(**kwargs)
@@ -342,6 +345,8 @@ def _download(entry: WeightsEntry, out: Any, *, progress: bool, timeout_s: float
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a state_dict saved with ``torch.save``; tensors only (``weights_only=True``)."""
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with code, wrong format
@@ -367,29 +372,30 @@ _RGB01 = "RGB float in [0, 1], (3, H, W); the model resizes and normalises inter
 def _register_torchvision(
     name: str, task: Task, preprocessing: dict[str, Any], **builder_kwargs: Any
 ) -> None:
-    """Register one torchvision model, taking URL and categories from its DEFAULT weights enum.
+    """Register one torchvision model, with URL and categories from its DEFAULT weights enum
+    (copied into :mod:`models.torchvision_meta`, so that this import needs no torch).
 
-    The enum is metadata only (no download). The checksum is the 8-digit sha256 prefix that
-    torchvision puts in the file name, the same one ``torch.hub`` checks.
+    The checksum is the 8-digit sha256 prefix that torchvision puts in the file name, the same
+    one ``torch.hub`` checks.
     """
-    from torchvision.models import get_model_builder, get_model_weights
+    from models.torchvision_meta import TORCHVISION_MODELS
 
-    weights = get_model_weights(name).DEFAULT
-    file_name = weights.url.rsplit("/", 1)[-1]
+    meta = TORCHVISION_MODELS[name]
+    url = str(meta["url"])
+    file_name = url.rsplit("/", 1)[-1]
     match = re.search(r"-([0-9a-f]+)\.", file_name)
-    builder = get_model_builder(name)
     register(
         WeightsEntry(
             name=name,
             task=task,
-            url=weights.url,
+            url=url,
             sha256=match.group(1) if match else "",
             file_name=file_name,
-            builder=f"{builder.__module__}:{builder.__name__}",
-            categories=tuple(weights.meta["categories"]),
+            builder=str(meta["builder"]),
+            categories=tuple(meta["categories"]),  # type: ignore[arg-type]
             preprocessing={"input": _RGB01, **preprocessing},
             license=_TV_LICENSE,
-            notes=f"torchvision {weights}; recipe {weights.meta.get('recipe', '?')}",
+            notes=f"torchvision {meta['weights']}; recipe {meta['recipe']}",
             builder_kwargs=builder_kwargs,
         )
     )

@@ -336,7 +336,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 setattr(cfg.archive, key, getattr(args, key))
     except ValidationError as exc:
         raise UserError(f"invalid --{key.replace('_', '-')}: {exc.errors()[0]['msg']}") from None
-    from models.perception import check_model
+    from models.catalog import check_model
     from models.weights import WeightsError
 
     try:
@@ -402,7 +402,7 @@ def _execute(cfg: Any) -> int:
 
     if not cfg.sources and not cfg.runtime.control:
         raise UserError("no sources: give an INPUT, or list sources in the config")
-    from models.perception import check_model
+    from models.catalog import check_model
     from models.weights import WeightsError
 
     try:

@@ -335,8 +335,8 @@ def publish_body(
                     publish(header["event"])
             elif kind == "resend_done":
                 held = gate.release()
-                log.warning("resend: %d events sent again after the restart, %d of them new to "
-                            "the journal", header["count"], len(held))  # fmt: skip
+                log.warning("resend: the analytics stage sent %d events again; %d events "
+                            "held meanwhile journaled", header["count"], len(held))  # fmt: skip
                 for eid, event in held:
                     publish(event, eid)
             elif kind == "tracks_lost":  # a restarted analytics stage: its tracker starts anew

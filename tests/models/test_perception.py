@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.catalog import check_model, known_models
 from models.perception import (
     CompositePerceiver,
     DetectorPerceiver,
@@ -15,8 +16,6 @@ from models.perception import (
     align_poses,
     build_perceiver,
     build_perceiver_from_config,
-    check_model,
-    known_models,
 )
 from models.results import Detections, Masks, Poses
 from stream.synthetic import make_scene, render_frame

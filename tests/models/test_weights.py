@@ -117,6 +117,40 @@ def test_global_registry_holds_the_torchvision_models() -> None:
             assert len(e.sha256) == 64
 
 
+def test_torchvision_metadata_copy_matches_torchvision() -> None:
+    from torchvision.models import get_model_builder, get_model_weights
+
+    from models.torchvision_meta import TORCHVISION_MODELS
+
+    for name, meta in TORCHVISION_MODELS.items():
+        enum, builder = get_model_weights(name).DEFAULT, get_model_builder(name)
+        assert meta["url"] == enum.url, name
+        assert meta["builder"] == f"{builder.__module__}:{builder.__name__}", name
+        assert meta["weights"] == str(enum), name
+        assert meta["recipe"] == enum.meta.get("recipe", "?"), name
+        assert meta["categories"] == tuple(enum.meta["categories"]), name
+        assert W.get(name).categories == meta["categories"]
+
+
+def test_reading_the_registry_and_checking_a_name_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from models import weights; from models.catalog import check_model; "
+        "check_model('fasterrcnn_mobilenet_v3_large_fpn'); check_model('simnet'); "
+        "weights.get('keypointrcnn_resnet50_fpn').path; "
+        "import pipeline.cli, pipeline.supervisor, pipeline.http; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_entry_rejects_bad_fields() -> None:
     with pytest.raises(ValueError, match="task must be one of"):
         WeightsEntry("x", "tracking", "", "", "x.pth", _tiny_builder, ())  # type: ignore[arg-type]
