@@ -26,6 +26,7 @@ every keypoint, since every keypoint is a joint of the figure's own drawn body.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -1218,18 +1219,28 @@ def demo_sample(cache_dir: Path) -> tuple[Path, Path]:
     """The default demo video and ground truth, made once under ``cache_dir``.
 
     Returns ``(cache_dir / "sample.mp4", cache_dir / "sample.gt.json")`` for
-    ``make_scene(seed=0)``; either file missing -> both are (re)written, each through a
-    temporary file and an atomic rename so a concurrent reader never sees half a file.
+    ``make_scene(seed=0)``. They are (re)written when either is missing, or when the ground
+    truth's ``sample_fingerprint`` (this module's code and the scene's script) differs, so a
+    newer vigil never plays a stale sample. Each goes through a temporary file and an atomic
+    rename, so a concurrent reader never sees half a file.
     """
     cache_dir = Path(cache_dir)
     video, gt = cache_dir / "sample.mp4", cache_dir / "sample.gt.json"
+    scene = make_scene(seed=0)
+    fingerprint = hashlib.sha256(Path(__file__).read_bytes() + repr(scene).encode()).hexdigest()
     if video.is_file() and gt.is_file():
-        return video, gt
+        try:
+            if json.loads(gt.read_text()).get("sample_fingerprint") == fingerprint[:16]:
+                return video, gt
+        except (OSError, ValueError):
+            pass  # unreadable: made again
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp_video = cache_dir / f".sample.{os.getpid()}.tmp.mp4"
     tmp_gt = cache_dir / f".sample.{os.getpid()}.tmp.json"
     try:
-        write_sample_video(make_scene(seed=0), tmp_video, tmp_gt)
+        truth = write_sample_video(scene, tmp_video)
+        truth["sample_fingerprint"] = fingerprint[:16]
+        tmp_gt.write_text(json.dumps(truth, separators=(",", ":")))
         os.replace(tmp_video, video)
         os.replace(tmp_gt, gt)
     finally:

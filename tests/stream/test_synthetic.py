@@ -212,6 +212,12 @@ def test_demo_sample_is_made_once(tmp_path: Path) -> None:
     demo_sample(tmp_path)
     assert gt.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.gt.json", "sample.mp4"]
+    stale = json.loads(gt.read_text())  # made by another version of vigil: made again
+    stale["sample_fingerprint"] = "0" * 16
+    gt.write_text(json.dumps(stale))
+    demo_sample(tmp_path)
+    assert json.loads(gt.read_text())["sample_fingerprint"] != "0" * 16
+    assert json.loads(gt.read_text())["frames"] == header["frames"]
 
 
 def test_random_script_reaches_every_action_with_valid_segments() -> None:
