@@ -93,11 +93,14 @@ class OpenTracks:
     reset); it announces itself with a ``tracks_lost`` message and :meth:`end_all` ends every
     track the dead one had open, with ``reason: "restart"``. ``frames`` and ``duration_s``
     count the frames published with the track's id, stamped with the stream's last frame.
+    Track events of an older analytics process that still arrive after that are
+    :meth:`stale`: their tracks were ended for them.
     """
 
     def __init__(self) -> None:
         self._tracks: dict[tuple[str, int], dict[str, Any]] = {}
         self._last: dict[str, tuple[int | None, float | None, float]] = {}
+        self.closed_below: int | None = None  # analytics gens whose tracks were all ended
 
     def __len__(self) -> int:
         return len(self._tracks)
@@ -117,6 +120,16 @@ class OpenTracks:
         elif kind == "stream.offline":  # its analytics ended the stream's tracks before this
             for key in [k for k in self._tracks if k[0] == sid]:
                 del self._tracks[key]
+            self._last.pop(sid, None)
+
+    def stale(self, event: dict[str, Any], gen: int | None) -> bool:
+        """A track event from analytics process ``gen``, older than the last ``tracks_lost``."""
+        return (
+            gen is not None
+            and self.closed_below is not None
+            and gen < self.closed_below
+            and event["type"] in ("track.start", "track.end")
+        )
 
     def frame(self, result: FrameResult) -> None:
         """Follow a published frame: its tracks were seen at its pts."""
@@ -129,8 +142,10 @@ class OpenTracks:
                 track["frames"] += 1
                 track["last_pts"] = result.pts
 
-    def end_all(self, reason: str) -> list[dict[str, Any]]:
-        """``track.end`` (with ``reason``) for every open track, by stream then id; forgets them."""
+    def end_all(self, reason: str, gen: int | None = None) -> list[dict[str, Any]]:
+        """``track.end`` (with ``reason``) for every open track, by stream then id; forgets them.
+        ``gen``: the new analytics process; track events of older ones are stale from now on."""
+        self.closed_below = gen
         events = []
         for sid, tid in sorted(self._tracks, key=lambda k: (str(k[0]), k[1])):
             track = self._tracks[sid, tid]
@@ -181,42 +196,59 @@ class SentEvents:
 
 
 class EventGate:
-    """The publish stage's side of :class:`SentEvents`: analytics events are journaled in id
-    order and once each, also across a publish restart.
+    """The publish stage's side of :class:`SentEvents`: each analytics event is journaled
+    once, in id order within an analytics process (``gen``), also across a publish restart.
 
     A restarted publish stage starts ``holding``: it asks the analytics stage to send again
     every event after the last one journaled (``last``, from the journal) and holds what
-    arrives until that ``resend_done`` (or ``deadline``), then releases the held events sorted,
-    without duplicates (the same event may come through the old pipe and the resend).
+    arrives until the answer's ``resend_done`` (or ``wait_s`` after :meth:`start`), then
+    releases the held events sorted, without duplicates (the same event may come through the
+    old pipe and the resend). Ids skipped over by a release that timed out stay welcome later
+    (``missing``), so a slow resend is late, not dropped. Marks are kept per ``gen``: the
+    last events of a dead analytics process may still arrive after its successor's first.
     """
 
-    def __init__(self, last: list[int] | None, holding: bool, wait_s: float = 10.0) -> None:
-        self.last = tuple(last) if last is not None else None
+    def __init__(self, last: list[int] | None, holding: bool, wait_s: float = 30.0) -> None:
+        self.marks: dict[int, int] = {last[0]: last[1]} if last is not None else {}
         self.holding = holding
+        self.wait_s = wait_s
         self.deadline = time.monotonic() + wait_s
-        self._held: dict[tuple[int, ...], dict[str, Any]] = {}
+        self.missing: set[tuple[int, int]] = set()
+        self._held: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def start(self) -> None:
+        """Start the clock of the wait for ``resend_done`` (once the stage is ready to read)."""
+        self.deadline = time.monotonic() + self.wait_s
 
     def offer(self, eid: list[int], event: dict[str, Any]) -> list[tuple[list[int], dict]]:
         """Events to journal now, in order (none while holding or for a duplicate)."""
-        key = tuple(eid)
+        key = (int(eid[0]), int(eid[1]))
         if self.holding:
             self._held.setdefault(key, event)
             return []
-        if self.last is not None and key <= self.last:
-            return []
-        self.last = key
-        return [(eid, event)]
+        return [(list(key), event)] if self._take(key) else []
 
     def release(self) -> list[tuple[list[int], dict[str, Any]]]:
         """Stop holding: the held events to journal, in id order, duplicates dropped."""
         self.holding = False
-        out = []
-        for key in sorted(self._held):
-            if self.last is None or key > self.last:
-                out.append((list(key), self._held[key]))
-                self.last = key
-        self._held.clear()
-        return out
+        held, self._held = self._held, {}
+        return [(list(key), held[key]) for key in sorted(held) if self._take(key)]
+
+    def _take(self, key: tuple[int, int]) -> bool:
+        gen, n = key
+        if key in self.missing:
+            self.missing.discard(key)
+            return True
+        mark = self.marks.get(gen, 0)
+        if n <= mark:
+            return False  # journaled already
+        if n - mark - 1 <= _MAX_MISSING:  # skipped over: still welcome if it comes later
+            self.missing.update((gen, m) for m in range(mark + 1, n))
+        self.marks[gen] = n
+        return True
+
+
+_MAX_MISSING = 10_000  # SentEvents' default capacity: more could not be resent anyway
 
 
 class ObjectCounter:

@@ -218,6 +218,12 @@ class RuntimeConfig(_Strict):
     stage_timeout_s: float = Field(
         120.0, gt=0, description="a stage silent this long is declared hung"
     )
+    startup_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="a stage that has not reported this long after it started (loading its "
+        "model: TensorRT may build engines for minutes) is declared hung",
+    )
     drain_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM, how long to wait for the drain"
     )

@@ -184,9 +184,10 @@ def setup_logging(
 def say(text: str, level: int = logging.INFO, prefix: str = "vigil") -> None:
     """A line for the person at the terminal (a run's summary, an error): ``PREFIX: text`` on
     stderr, credentials redacted; with JSON logs, a record of logger ``PREFIX`` instead, so that
-    stderr stays one JSON object per line."""
+    stderr stays one JSON object per line (whatever ``--log-level``: text mode prints it too)."""
     if json_logs_from_env():
-        logging.getLogger(prefix.replace(" ", ".")).log(level, "%s", text)
+        logger = logging.getLogger(prefix.replace(" ", "."))
+        logger.handle(logger.makeRecord(logger.name, level, "(vigil)", 0, text, (), None))
     else:
         print(f"{prefix}: {redact_text(text)}", file=sys.stderr, flush=True)
 

@@ -125,6 +125,7 @@ class _Run:
         self.restarts: dict[str, int] = {}
         self.pending_restart: dict[str, float] = {}
         self.awaiting_up: set[str] = set()
+        self.started_at: dict[str, float] = {}
         self.last_report: dict[str, float] = {}
         self.stats_seen: set[str] = set()
         self.stream_infos: dict[str, dict[str, Any]] = {}
@@ -160,7 +161,7 @@ class _Run:
         proc.start()
         self.procs[name] = proc
         self.done.discard(name)
-        self.last_report[name] = time.monotonic()
+        self.last_report[name] = self.started_at[name] = time.monotonic()
 
     def _start_source(self, src: dict[str, Any]) -> None:
         sid = src["stream_id"]
@@ -403,12 +404,18 @@ class _Run:
             if proc.exitcode is not None:
                 self._crashed(name, "died", f"process {_exit_text(proc.exitcode)}")
                 continue
-            silent = time.monotonic() - self.last_report.get(name, time.monotonic())
+            now = time.monotonic()
+            silent = now - self.last_report.get(name, now)
+            starting = now - self.started_at.get(name, now)
             if name in self.stats_seen and silent > timeout:
                 message = f"hung: no report for {silent:.0f} s"
-                if self._restartable(name):
-                    proc.kill()
-                self._crashed(name, "hung", message)
+            elif name not in self.stats_seen and starting > self.cfg.runtime.startup_timeout_s:
+                message = f"hung: no report {starting:.0f} s after it started"
+            else:
+                continue
+            if self._restartable(name):
+                proc.kill()
+            self._crashed(name, "hung", message)
 
     def _restartable(self, name: str) -> bool:
         """Sources are not restarted (a camera reconnects inside its own process); the other

@@ -151,7 +151,8 @@ def analytics_body(
         header, arrays = ctx.recv(inp)
         kind = header["kind"]
         if kind == "resend":  # from a restarted publish stage
-            events, lost = sent.after(header["after"])
+            after = header["after"]
+            events, lost = sent.after(after)
             if lost:
                 log.error(
                     "%d events the dead publish stage had not journaled were no longer kept "
@@ -159,9 +160,13 @@ def analytics_body(
                     lost,
                     sent.capacity,
                 )
+            if after is not None and after[0] != sent.gen:
+                log.warning("events of the analytics process before this one that the dead "
+                            "publish stage had not journaled are lost with it")  # fmt: skip
             for eid, event in events:
                 send_event(event, eid)
-            ctx.send(out, {"kind": "resend_done", "count": len(events), "lost": lost})
+            reply = {"kind": "resend_done", "count": len(events), "lost": lost}
+            ctx.send(out, {**reply, "request": header.get("request")})
             continue
         # A stream that goes offline or resets (resolution change, pts backwards) ends its
         # open tracks first, so subscribers never see a track that silently vanishes.
@@ -216,8 +221,30 @@ def _open_kafka(pub_cfg: dict[str, Any]) -> Any:
     )
 
 
-#: Journal meta key: how far the analytics stage's events are journaled (run, [gen, n]).
+def _catch_up(jsonl: Path, journal: Any) -> None:
+    """After a crash, make ``jsonl`` end where the journal does: a half-written last line is
+    cut, and events journaled but not yet written there (the process died between the two)
+    are appended."""
+    if not jsonl.is_file():
+        return
+    with open(jsonl, "r+b") as f:
+        size = f.seek(0, 2)
+        f.seek(max(size - 65536, 0))
+        tail = f.read()
+        cut = tail.rfind(b"\n") + 1  # end of the last whole line in the tail
+        if cut < len(tail):
+            f.truncate(size - len(tail) + cut)
+        lines = tail[:cut].splitlines()
+        last = json.loads(lines[-1])["seq"] if lines else 0
+        f.seek(0, 2)
+        for line in journal.read_after(last):
+            f.write(line.encode() + b"\n")
+
+
+#: Journal meta keys: how far the analytics stage's events are journaled (run, [gen, n]);
+#: the first seq of this run (run, seq).
 _SENT_MARK = "analytics_sent"
+_RUN_START = "run_start"
 
 #: Stage latencies observed per frame: (stage, stage_ts key it ends at, key it starts at).
 _LATENCY_SPANS = (
@@ -236,8 +263,10 @@ def publish_body(
 
     ``resume`` is given to a publish stage restarted by the supervisor: ``{"restart": N,
     "streams": {stream_id: open info}}``. It appends to events.jsonl instead of starting it
-    anew, writes each stream's video to a new file ``annotated[-ID].restartN.mp4`` (the dead
-    process's file was never finalised), and knows the streams already open.
+    anew (first catching it up with the journal), writes each stream's video to a new file
+    ``annotated[-ID].restartN.mp4`` (the dead process's file was never finalised), knows the
+    streams already open and the tracks open, and asks the analytics stage for the events
+    the dead process had not journaled (see :class:`pipeline.analytics.EventGate`).
     """
     from pipeline.analytics import EventGate, OpenTracks
     from pipeline.annotate import annotate
@@ -251,16 +280,26 @@ def publish_body(
     tracks = OpenTracks()
     run_key = ctx.endpoints.control  # unique to this run: a journal's mark from another is stale
     last = None
-    if journal is not None and restart:
-        for line in journal.open_state():  # the tracks the dead process knew open
-            tracks.event(json.loads(line))
+    if journal is not None and not restart:
+        journal.set_meta(_RUN_START, json.dumps({"run": run_key, "seq": journal.head + 1}))
+    elif journal is not None:
+        first = json.loads(journal.get_meta(_RUN_START) or "{}")
+        first_seq = first.get("seq", 1) if first.get("run") == run_key else journal.head + 1
+        for line in journal.open_state():  # the tracks the dead process knew open (this run's)
+            event = json.loads(line)
+            if event["seq"] >= first_seq:
+                tracks.event(event)
         mark = json.loads(journal.get_meta(_SENT_MARK) or "{}")
         last = mark.get("eid") if mark.get("run") == run_key else None
+        if out_cfg["events_file"]:
+            _catch_up(out_dir / "events.jsonl", journal)
     # Restarted, with a journal: ask the analytics stage for the events after the last one
     # journaled (the dead process may have received some it never journaled).
     gate = EventGate(last, holding=journal is not None and restart > 0)
     if gate.holding:
-        ctx.send(ctx.push(ctx.endpoints.analytics), {"kind": "resend", "after": last})
+        ask = ctx.push(ctx.endpoints.analytics)
+        ask.setsockopt(zmq.LINGER, 0)  # an analytics stage already gone needs no answer
+        ctx.send(ask, {"kind": "resend", "after": last, "request": restart})
     publisher = EventPublisher(
         jsonl_path=out_dir / "events.jsonl" if out_cfg["events_file"] else None,
         append=restart > 0,
@@ -304,6 +343,10 @@ def publish_body(
         ctx.report("open", stream_id=sid, info=info)
 
     def publish(event: dict[str, Any], eid: list[int] | None = None) -> None:
+        if tracks.stale(event, eid[0] if eid else None):
+            log.warning("dropped %s of track %s: its analytics process was restarted and its "
+                        "tracks ended", event["type"], event.get("track"))  # fmt: skip
+            return
         mark = {"run": run_key, "eid": eid}
         meta = {_SENT_MARK: json.dumps(mark)} if eid is not None and journal is not None else None
         event = publisher.publish(event, meta)
@@ -312,15 +355,19 @@ def publish_body(
         if tap is not None:
             tap.event(event)
 
+    def release_held(why: str) -> None:
+        held = gate.release()
+        log.warning("resend: %s; %d events held meanwhile journaled", why, len(held))
+        for eid, event in held:
+            publish(event, eid)
+
     for sid, info in (resume or {}).get("streams", {}).items():
         open_stream(sid, info)
+    gate.start()
     try:
         while eos_left:
             if gate.holding and time.monotonic() > gate.deadline:
-                log.warning("no answer to the resend request; events the dead publish stage "
-                            "received but had not journaled may be lost")  # fmt: skip
-                for eid, event in gate.release():
-                    publish(event, eid)
+                release_held(f"no answer in {gate.wait_s:.0f} s (events resent later still count)")
             got = ctx.recv(inp, timeout_ms=200 if gate.holding else None)
             if got is None:
                 continue
@@ -333,14 +380,12 @@ def publish_body(
                         publish(event, eid)
                 else:  # the supervisor's
                     publish(header["event"])
-            elif kind == "resend_done":
-                held = gate.release()
-                log.warning("resend: the analytics stage sent %d events again; %d events "
-                            "held meanwhile journaled", header["count"], len(held))  # fmt: skip
-                for eid, event in held:
-                    publish(event, eid)
+            elif kind == "resend_done" and header.get("request") == restart:
+                release_held(f"the analytics stage sent {header['count']} events again")
             elif kind == "tracks_lost":  # a restarted analytics stage: its tracker starts anew
-                for event in tracks.end_all("restart"):
+                if gate.holding:  # what is held came from the dead analytics process: first
+                    release_held("an analytics restart ends the wait")
+                for event in tracks.end_all("restart", gen=header["restart"]):
                     publish(event)
             elif kind == "open":
                 open_stream(header["stream_id"], header["info"])
@@ -393,6 +438,8 @@ def publish_body(
                     frames_read=header["frames_read"],
                     detail=header["detail"],
                 )
+        if gate.holding:  # the run ended before the answer: journal what came, in order
+            release_held("the run ended first")
         ctx.report("progress", frames=done_frames, events=publisher.published)
     finally:
         for video in videos.values():

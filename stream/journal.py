@@ -296,13 +296,15 @@ class EventJournal:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT; on any failure (COMMIT's too) roll back what SQLite left open."""
         self._db.execute("BEGIN")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
 
 class OpenState:

@@ -216,6 +216,22 @@ def test_stage_killed_without_a_word_is_noticed(tmp_path: Path) -> None:
     assert "stage 'analytics' failed: process killed by SIGKILL" in proc.stderr
 
 
+def test_a_stage_that_never_comes_up_is_declared_hung(tmp_path: Path) -> None:
+    video = write_moving_box_video(tmp_path / "v.mp4", n_frames=10)
+    proc = vigil(
+        "process",
+        str(video),
+        "--out",
+        str(tmp_path / "o"),
+        *FAST,
+        # its model load hangs (120 s here): not forever, and not a stall of the frames
+        env={"VIGIL_INJECT_FAULT": "infer:load:sleep120", "VIGIL__RUNTIME__STARTUP_TIMEOUT_S": "8"},
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "stage 'infer' failed: hung: no report" in proc.stderr
+    assert "after it started" in proc.stderr
+
+
 def test_truncated_video_processes_every_frame_before_the_break(tmp_path: Path) -> None:
     full = write_moving_box_video(tmp_path / "full.mp4", n_frames=60)
     cut = tmp_path / "cut.mp4"

@@ -131,7 +131,10 @@ def test_open_tracks_ledger_ends_what_a_dead_tracker_left_open() -> None:
     ledger.event(ev.make_event(
         "stream.offline", "b", frame=9, pts=0.9, ts=0.0, reason="eof", frames_read=10
     ))  # its tracks were ended by its analytics already  # fmt: skip
-    (end,) = ledger.end_all("restart")
+    assert not ledger.stale(start("a", 1, 0.5), gen=0)
+    (end,) = ledger.end_all("restart", gen=1)
+    assert ledger.stale(start("a", 1, 0.5), gen=0)  # from the dead tracker, after its end
+    assert not ledger.stale(start("a", 1, 0.5), gen=1) and not ledger.stale(start("a", 1, 0), None)
     assert (end["type"], end["stream"], end["track"], end["reason"]) == (
         "track.end",
         "a",
@@ -164,7 +167,43 @@ def test_events_a_dead_publish_stage_never_journaled_are_sent_again_once_each() 
     assert gate.offer([0, 7], {"n": 7}) == []  # a late duplicate
     assert gate.offer([0, 8], {"n": 8}) == [([0, 8], {"n": 8})]
     assert gate.offer([1, 1], {"n": 1}) == [([1, 1], {"n": 1})]  # a restarted analytics stage
+    assert gate.offer([0, 9], {"n": 9}) == [([0, 9], {"n": 9})]  # its predecessor's last one
+    assert gate.offer([1, 1], {"n": 1}) == [] and gate.offer([1, 2], {}) != []
     assert EventGate(None, holding=False).offer([0, 1], {}) == [([0, 1], {})]
+
+    # No answer in time: 7 (through the old pipe) is released; 5 and 6, resent late, still
+    # count, once.
+    late = EventGate([0, 4], holding=True)
+    late.offer([0, 7], {"n": 7})
+    assert [eid for eid, _ in late.release()] == [[0, 7]]
+    assert [late.offer([0, n], {}) != [] for n in (5, 6, 6, 7, 8)] == [
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_restarted_publish_stage_catches_events_jsonl_up_with_the_journal(tmp_path: Path):
+    from pipeline.workers import _catch_up
+    from stream import events as ev
+    from stream.journal import EventJournal
+
+    jsonl = tmp_path / "events.jsonl"
+    with EventJournal(tmp_path / "j.sqlite") as journal:
+        lines = [
+            journal.append(
+                ev.make_event("track.start", "a", frame=i, pts=i, ts=0.0, track=i, label="person")
+            )  # fmt: skip
+            for i in range(4)
+        ]
+        # killed after journaling 3 and 4, halfway through writing 3 to the file
+        jsonl.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:20])
+        _catch_up(jsonl, journal)
+        assert jsonl.read_text() == "".join(line + "\n" for line in lines)
+        _catch_up(jsonl, journal)  # nothing to do
+        assert jsonl.read_text().count("\n") == 4
 
 
 def test_metric_names_follow_the_naming_guide() -> None:
@@ -209,10 +248,7 @@ def test_metrics_health_and_status_of_a_live_run(
             "vigil_stream_up", "vigil_stream_fps", "vigil_ready", "process_resident_memory_bytes",
         ):  # fmt: skip
             assert family in names, f"{family} missing from /metrics:\n{text[:3000]}"
-        frames_in = value(parsed, "vigil_frames_in_total", stream="cam1")
-        assert frames_in >= value(parsed, "vigil_frames_processed_total", stream="cam1") + value(
-            parsed, "vigil_frames_dropped_total", stream="cam1", reason="live"
-        )
+        assert value(parsed, "vigil_frames_in_total", stream="cam1") > 0  # (its floor: above)
         for stage in ("decode", "infer", "analytics", "publish", "total"):
             assert value(parsed, "vigil_stage_latency_seconds_count", stage=stage) > 0, stage
         assert value(parsed, "vigil_events_published_total", type="stream.online") == 1
@@ -292,20 +328,22 @@ def test_stage_killed_from_outside_is_restarted_and_everything_recovers(
     stage: str, scene_video: Path, tmp_path: Path, free_port: int
 ) -> None:
     out = tmp_path / "out"
-    with LiveVigil(scene_video, out, free_port) as run:
-        run.wait_ready()
-        if stage == "analytics":  # kill it while it has a track open
-            run.wait_for("an open track", lambda: open_tracks(read_events(out)), 60)
-        before = {s["name"]: s for s in run.status()["stages"]}
-        os.kill(before[stage]["pid"], signal.SIGKILL)
+    # The analytics stage must die while it tracks people: it kills itself at frame 45 (3 s
+    # in, both figures tracked), the others are SIGKILLed from here once the run is ready.
+    env = {"VIGIL_INJECT_FAULT": "analytics:45:kill"} if stage == "analytics" else None
+    with LiveVigil(scene_video, out, free_port, env=env) as run:
+        old_pid = None
+        if stage != "analytics":
+            run.wait_ready()
+            old_pid = {s["name"]: s["pid"] for s in run.status()["stages"]}[stage]
+            os.kill(old_pid, signal.SIGKILL)
 
-        def restarted() -> dict | None:
-            status = run.status()
-            stages = {s["name"]: s for s in status.get("stages", [])}
-            ok = stages.get(stage, {}).get("restarts") == 1 and stages[stage]["alive"]
-            return status if ok and stages[stage]["pid"] != before[stage]["pid"] else None
+        def restarted() -> bool:
+            stages = {s["name"]: s for s in run.status()["stages"]}
+            new = stages[stage]
+            return new["restarts"] == 1 and new["alive"] and new["pid"] != old_pid
 
-        run.wait_for(f"{stage} restarted", restarted, 90)
+        run.wait_for(f"{stage} restarted", restarted, 120)
         frames = run.status()["streams"][0]["frames"]
         run.wait_for("frames flowing again", lambda: run.status()["streams"][0]["frames"]
                      > frames + 5, 90)  # fmt: skip
@@ -321,8 +359,8 @@ def test_stage_killed_from_outside_is_restarted_and_everything_recovers(
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seq must stay gap-free"
     assert events[-1]["type"] == "stream.offline"  # the drain still closed the stream
-    if stage != "publish":  # (events a killed publish stage had not journaled yet are lost)
-        assert open_tracks(events) == set(), "every track.start needs its track.end"
+    # No event lost to the restart: every track that started ended, once.
+    assert open_tracks(events) == set(), "every track.start needs its track.end"
     ended_by_restart = [e for e in events if e["type"] == "track.end" and e.get("reason")]
     if stage == "analytics":  # the tracks the dead tracker had open were ended for it
         assert ended_by_restart and {e["reason"] for e in ended_by_restart} == {"restart"}
