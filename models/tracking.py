@@ -11,12 +11,11 @@ a tall box into a wide one within a few frames), and (5) a re-find by ground pos
 lost for at most ``refind_frames`` takes a leftover detection (any score above ``low_thresh``)
 of a clearly different shape whose bottom centre, where a person touches the ground, is within
 ``refind_radius`` of its height from where the track last stood; a person who fell is found
-lying where they stood,
-however the box changed and even with the low scores a lying figure gets. A track is confirmed
-(gets reported and emits ``started``) after ``min_hits`` consecutive matches; a confirmed track
-that goes unmatched is kept *lost* for ``max_age`` frames (so it can be re-found after an
-occlusion) and then ended. Ended tracks are dropped, so memory is bounded by the number of live
-tracks.
+lying where they stood, however the box changed and even with the low scores a lying figure
+gets. A track is confirmed (gets reported and emits ``started``) after ``min_hits`` consecutive
+matches; a confirmed track that goes unmatched is kept *lost* for ``max_age`` frames (so it can
+be re-found after an occlusion) and then ended. Ended tracks are dropped, so memory is bounded
+by the number of live tracks.
 
 :func:`idf1` is the identity F1 score of Ristani et al., "Performance Measures and a Data Set for
 Multi-Target, Multi-Camera Tracking" (ECCV 2016 workshops), computed as py-motmetrics does: a

@@ -169,13 +169,18 @@ class OpenTracks:
         return events
 
 
+#: Events the analytics stage keeps for a resend (and the longest run of skipped-over ids a
+#: publish stage keeps welcoming: more could not be resent anyway).
+RESEND_CAPACITY = 10_000
+
+
 class SentEvents:
     """The analytics stage's outbox numbering: every event it sends the publish stage gets an
     id ``[gen, n]`` (``gen``: the analytics process's restart count, ``n`` from 1), and the
     newest ``capacity`` are kept (oldest evicted) so that a restarted publish stage can ask for
     the ones its dead predecessor received but had not journaled (see :class:`EventGate`)."""
 
-    def __init__(self, gen: int, capacity: int = 10_000) -> None:
+    def __init__(self, gen: int, capacity: int = RESEND_CAPACITY) -> None:
         self.gen = gen
         self.capacity = capacity
         self.next = 1
@@ -242,13 +247,10 @@ class EventGate:
         mark = self.marks.get(gen, 0)
         if n <= mark:
             return False  # journaled already
-        if n - mark - 1 <= _MAX_MISSING:  # skipped over: still welcome if it comes later
+        if n - mark - 1 <= RESEND_CAPACITY:  # skipped over: still welcome if it comes later
             self.missing.update((gen, m) for m in range(mark + 1, n))
         self.marks[gen] = n
         return True
-
-
-_MAX_MISSING = 10_000  # SentEvents' default capacity: more could not be resent anyway
 
 
 class ObjectCounter:

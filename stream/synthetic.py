@@ -1227,10 +1227,11 @@ def demo_sample(cache_dir: Path) -> tuple[Path, Path]:
     cache_dir = Path(cache_dir)
     video, gt = cache_dir / "sample.mp4", cache_dir / "sample.gt.json"
     scene = make_scene(seed=0)
-    fingerprint = hashlib.sha256(Path(__file__).read_bytes() + repr(scene).encode()).hexdigest()
+    made_by = Path(__file__).read_bytes() + repr(scene).encode()
+    fingerprint = hashlib.sha256(made_by).hexdigest()[:16]
     if video.is_file() and gt.is_file():
         try:
-            if json.loads(gt.read_text()).get("sample_fingerprint") == fingerprint[:16]:
+            if json.loads(gt.read_text()).get("sample_fingerprint") == fingerprint:
                 return video, gt
         except (OSError, ValueError):
             pass  # unreadable: made again
@@ -1239,7 +1240,7 @@ def demo_sample(cache_dir: Path) -> tuple[Path, Path]:
     tmp_gt = cache_dir / f".sample.{os.getpid()}.tmp.json"
     try:
         truth = write_sample_video(scene, tmp_video)
-        truth["sample_fingerprint"] = fingerprint[:16]
+        truth["sample_fingerprint"] = fingerprint
         tmp_gt.write_text(json.dumps(truth, separators=(",", ":")))
         os.replace(tmp_video, video)
         os.replace(tmp_gt, gt)

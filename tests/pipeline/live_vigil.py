@@ -92,6 +92,19 @@ class LiveVigil:
             self.wait_for("/api/status", lambda: self._answer("/api/status"), timeout)
         )
 
+    def pid(self, stage: str) -> int:
+        """The pid of ``stage``'s current process."""
+        return {s["name"]: s["pid"] for s in self.status()["stages"]}[stage]
+
+    def wait_restarted(self, stage: str, old_pid: int | None = None, timeout: float = 120) -> None:
+        """Until ``stage`` has been restarted once and its new process (not ``old_pid``) runs."""
+
+        def restarted() -> bool:
+            new = {s["name"]: s for s in self.status()["stages"]}[stage]
+            return new["restarts"] == 1 and new["alive"] and new["pid"] != old_pid
+
+        self.wait_for(f"{stage} restarted", restarted, timeout)
+
     def _answer(self, path: str) -> str | None:
         code, body = self.get(path)
         return body if code == 200 else None

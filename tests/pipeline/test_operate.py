@@ -335,15 +335,9 @@ def test_stage_killed_from_outside_is_restarted_and_everything_recovers(
         old_pid = None
         if stage != "analytics":
             run.wait_ready()
-            old_pid = {s["name"]: s["pid"] for s in run.status()["stages"]}[stage]
+            old_pid = run.pid(stage)
             os.kill(old_pid, signal.SIGKILL)
-
-        def restarted() -> bool:
-            stages = {s["name"]: s for s in run.status()["stages"]}
-            new = stages[stage]
-            return new["restarts"] == 1 and new["alive"] and new["pid"] != old_pid
-
-        run.wait_for(f"{stage} restarted", restarted, 120)
+        run.wait_restarted(stage, old_pid)
         frames = run.status()["streams"][0]["frames"]
         run.wait_for("frames flowing again", lambda: run.status()["streams"][0]["frames"]
                      > frames + 5, 90)  # fmt: skip
@@ -380,10 +374,7 @@ def test_events_a_killed_publish_stage_had_received_are_not_lost(
     out = tmp_path / "out"
     env = {"VIGIL_INJECT_FAULT": "publish:event=track.start:kill"}
     with LiveVigil(scene_video, out, free_port, env=env) as run:
-        run.wait_for("the publish stage restarted", lambda: any(
-            s["name"] == "publish" and s["restarts"] == 1 and s["alive"]
-            for s in run.status()["stages"]
-        ), 120)  # fmt: skip
+        run.wait_restarted("publish")
         run.wait_ready(90)
         run.wait_for("a track.end after the restart", lambda: any(
             e["type"] == "track.end" for e in read_events(out)

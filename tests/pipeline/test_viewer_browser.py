@@ -207,9 +207,7 @@ def test_viewer_shows_live_frames_and_events(tmp_path: Path, free_port: int) -> 
 
             # The viewer recovers by itself from a stage restart: kill the publish stage, which
             # feeds it frames and events, from outside; the supervisor restarts it.
-            os.kill(
-                {s["name"]: s["pid"] for s in run.status()["stages"]}["publish"], signal.SIGKILL
-            )
+            os.kill(run.pid("publish"), signal.SIGKILL)
             wait(
                 "stage.restart event in the list",
                 90,
