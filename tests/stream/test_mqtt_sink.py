@@ -283,3 +283,53 @@ def test_a_full_window_waits_for_acks(tmp_path: Path, broker: Broker) -> None:
     assert sink.close() == 0
     assert sub.event_seqs() == list(range(1, 41))
     sub.close()
+
+
+@pytest.mark.slow
+def test_whole_graph_killed_then_rerun_parity_with_the_journal(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """`vigil process` with publish.mqtt: its publish stage is SIGKILLed mid-run (the will says
+    offline), then a second run on the same output folder sends what the first left unsent, and a
+    subscriber that de-duplicates by seq ends with exactly the journal's events."""
+    from tests.conftest import write_moving_box_video
+    from tests.pipeline.test_end_to_end import FAST
+
+    video = write_moving_box_video(tmp_path / "v.mp4", n_frames=10)
+    out = tmp_path / "out"
+    sub = Subscriber(broker.port, name="graph")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "VIGIL__DETECT__MAX_DETECTIONS": "8",
+        "VIGIL__PUBLISH__MQTT": f"{{port: {broker.port}, discovery: true}}",
+    }
+    cmd = [sys.executable, "-m", "pipeline.cli", "process", str(video), "--out", str(out), *FAST]
+    killed = subprocess.run(
+        cmd, env={**env, "VIGIL_INJECT_FAULT": "publish:5:kill"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == 1 and "SIGKILL" in killed.stderr, killed.stderr
+    states = sub.wait(lambda got: availability(got)[-1:] == [b"offline"])
+    assert availability(states) == [b"online", b"offline"]  # nobody but the will said offline
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    with EventJournal.open_reader(out / "events.journal.sqlite") as j:
+        journaled = [json.loads(line) for line in j.read_after(0)]
+        assert int(j.get_meta(meta_key("127.0.0.1", broker.port, "vigil")) or 0) == j.head
+    second = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert second == journaled[-len(second) :]  # the rerun's events.jsonl: the journal's tail
+    want = {e["seq"] for e in journaled}
+    sub.wait(lambda got: set(sub.event_seqs()) >= want, timeout_s=60)
+    received = {}
+    for topic, payload, _r in sub.got():
+        if topic.startswith("vigil/events/"):
+            received.setdefault(json.loads(payload)["seq"], json.loads(payload))
+    assert [received[s] for s in sorted(received)] == journaled
+    assert availability(sub.got()) == [b"online", b"offline", b"online", b"offline"]
+    sub.close()
+
+
+def availability(got: list[tuple[str, bytes, bool]]) -> list[bytes]:
+    return [p for t, p, _r in got if t == "vigil/available"]
