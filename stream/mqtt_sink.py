@@ -141,6 +141,7 @@ class MqttEventSink:
         self._v5 = protocol == "5"
         self.published = 0  # messages handed to paho (events' and others')
         self.acked_seq = 0  # every event with seq <= this is acknowledged
+        self.connect_failures = 0  # failed connection attempts and lost connections
         self.unacked = 0  # journaled events not acknowledged when the thread stopped
         self.failed = 0  # messages the broker refused (MQTT 5 reason code >= 0x80)
         self._mqtt = mqtt
@@ -424,6 +425,7 @@ class MqttEventSink:
     def _outage(self, why: str) -> None:
         """Log the first failure of an outage only; the journal keeps the events meanwhile."""
         self._connected.clear()
+        self.connect_failures += 1
         if self._outage_since is not None:
             return
         self._outage_since = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -213,8 +214,12 @@ def test_last_will_says_offline_when_the_process_is_killed(tmp_path: Path, broke
         sub.close()
 
 
-def test_parity_with_events_jsonl_across_a_broker_restart(tmp_path: Path, broker: Broker) -> None:
-    """Fault: the broker goes away mid-run; events journaled meanwhile must still arrive."""
+def test_parity_with_events_jsonl_across_a_broker_restart(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault: the broker goes away mid-run; events journaled meanwhile must still arrive, and
+    the outage is logged once however many reconnects fail."""
+    caplog.set_level(logging.WARNING, logger="stream.mqtt_sink")
     path = tmp_path / "j.sqlite"
     publisher = EventPublisher(jsonl_path=tmp_path / "events.jsonl", journal=EventJournal(path))
     sub = Subscriber(broker.port, name="parity")  # a persistent session: queued while away
@@ -225,6 +230,7 @@ def test_parity_with_events_jsonl_across_a_broker_restart(tmp_path: Path, broker
     broker.stop()
     for i in range(20, 50):  # journaled while the broker is down: the publisher never waits
         publisher.publish(event(count=i, total=i))
+    wait_until(lambda: sink.connect_failures >= 4)
     broker.start()
     for i in range(50, 60):
         publisher.publish(event(count=i, total=i))
@@ -238,7 +244,16 @@ def test_parity_with_events_jsonl_across_a_broker_restart(tmp_path: Path, broker
             received.setdefault(json.loads(payload)["seq"], json.loads(payload))
     assert [received[s] for s in sorted(received)] == jsonl
     assert acked(path, broker.port) == 60
+    said = [r.getMessage() for r in caplog.records if r.name == "stream.mqtt_sink"]
+    assert len([m for m in said if "retrying with backoff" in m]) == 1, said
     sub.close()
+
+
+def wait_until(ok: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_broker_down_at_start_is_retried_then_restart_resends_what_was_not_acked(
@@ -249,8 +264,8 @@ def test_broker_down_at_start_is_retried_then_restart_resends_what_was_not_acked
     with EventJournal(path) as j:
         for i in range(3):
             j.append(event(count=i, total=i))
+    first_sub = Subscriber(broker.port)  # before the sink: it would miss what came first
     first = sink_for(path, broker).start()
-    first_sub = Subscriber(broker.port)
     first_sub.wait(lambda got: len(got) >= 4)
     assert first.close() == 0 and acked(path, broker.port) == 3
     first_sub.close()
