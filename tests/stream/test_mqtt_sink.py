@@ -348,3 +348,12 @@ def test_whole_graph_killed_then_rerun_parity_with_the_journal(
 
 def availability(got: list[tuple[str, bytes, bool]]) -> list[bytes]:
     return [p for t, p, _r in got if t == "vigil/available"]
+
+
+def test_mqtt_without_the_journal_is_a_config_error() -> None:
+    """The sink feeds from the journal: with ``publish.journal: off`` it would send nothing."""
+    from pipeline.config import ConfigError, load_config
+
+    assert load_config(overrides={"publish.mqtt": {"port": 1884}}).publish.mqtt.port == 1884
+    with pytest.raises(ConfigError, match="feeds from the event journal"):
+        load_config(overrides={"publish.mqtt": {"port": 1884}, "publish.journal": "off"})
