@@ -127,6 +127,8 @@ class MqttEventSink:
             raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"protocol must be '5' or '3.1.1', not {protocol!r}")
+        if any(ch in topic_prefix for ch in "+#\0"):
+            raise ValueError(f"topic_prefix must not hold '+', '#' or NUL: {topic_prefix!r}")
         if max_inflight < 1:
             raise ValueError(f"max_inflight must be >= 1, not {max_inflight}")
         self.journal_path = Path(journal_path)
@@ -293,7 +295,14 @@ class MqttEventSink:
             except (ValueError, KeyError, TypeError):
                 log.error("mqtt: unreadable journal row after seq %d dropped", self._cursor)
                 self._cursor += 1
+                self._left[self._cursor] = 0  # nothing to wait for
                 continue
+            if seq > self._cursor + 1:  # retention deleted rows not yet sent (a long outage)
+                if self.acked_seq < self._cursor:
+                    break  # jump once what is in flight is acknowledged
+                log.warning("mqtt: events %d..%d were deleted by the journal's retention "
+                            "before they were sent", self._cursor + 1, seq - 1)  # fmt: skip
+                self.acked_seq = self._cursor = seq - 1
             messages = self.messages_for(event, line)
             self._left[seq] = len(messages)
             for topic, payload, retain in messages:

@@ -357,3 +357,27 @@ def test_mqtt_without_the_journal_is_a_config_error() -> None:
     assert load_config(overrides={"publish.mqtt": {"port": 1884}}).publish.mqtt.port == 1884
     with pytest.raises(ConfigError, match="feeds from the event journal"):
         load_config(overrides={"publish.mqtt": {"port": 1884}, "publish.journal": "off"})
+
+
+def test_events_deleted_by_retention_during_an_outage_do_not_stall_the_sink(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Fault: an outage outlasts the journal's retention; the rows never sent are gone. The
+    sink sends what is left and its acknowledged seq still reaches the head."""
+    path = tmp_path / "j.sqlite"
+    broker.stop()
+    writer = EventJournal(path, max_rows=3, keep_s=0.0)
+    sink = sink_for(path, broker).start()
+    # It resumed from the journal before the rows go (else its start-up skips them).
+    wait_until(lambda: sink._journal is not None and sink.connect_failures >= 1)
+    for i in range(10):
+        writer.append(event(count=i, total=i))
+    assert writer.prune() > 0 and writer.first == 8
+    broker.start()
+    sub = Subscriber(broker.port)
+    sub.wait(lambda got: set(sub.event_seqs()) >= {8, 9, 10})
+    assert sink.close() == 0
+    assert sorted(set(sub.event_seqs())) == [8, 9, 10]
+    assert acked(path, broker.port) == 10
+    writer.close()
+    sub.close()
