@@ -157,7 +157,7 @@ class MqttConfig(_Strict):
     max_inflight: int = Field(100, ge=1, description="messages sent and not yet acknowledged")
     reconnect_max_s: float = Field(30.0, ge=1, description="largest reconnect backoff, seconds")
     drain_timeout_s: float = Field(
-        10.0, ge=0, description="at shutdown, wait this long for the broker's acknowledgements"
+        5.0, ge=0, le=30, description="at shutdown, wait this long for the broker's acks, s"
     )
 
 

@@ -120,7 +120,7 @@ class MqttEventSink:
         max_inflight: int = 100,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 30.0,
-        drain_timeout_s: float = 10.0,
+        drain_timeout_s: float = 5.0,
     ) -> None:
         mqtt = _paho()
         if qos not in (0, 1, 2):
@@ -224,7 +224,7 @@ class MqttEventSink:
             info = self._client.publish(self.topic_available, "offline", qos=max(self.qos, 1),
                                         retain=True)  # fmt: skip
             try:
-                info.wait_for_publish(timeout=min(self.drain_timeout_s, 5.0))
+                info.wait_for_publish(timeout=min(self.drain_timeout_s, 2.0))
             except (RuntimeError, ValueError):  # the connection went meanwhile: the will says it
                 pass
         self._client.disconnect()
