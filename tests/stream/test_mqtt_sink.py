@@ -317,11 +317,11 @@ def test_whole_graph_killed_then_rerun_parity_with_the_journal(
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "VIGIL__DETECT__MAX_DETECTIONS": "8",
-        "VIGIL__PUBLISH__MQTT": f"{{port: {broker.port}, discovery: true}}",
+        "VIGIL__PUBLISH__MQTT": f"{{port: {broker.port}, discovery: true, drain_timeout_s: 30}}",
     }
     cmd = [sys.executable, "-m", "pipeline.cli", "process", str(video), "--out", str(out), *FAST]
     killed = subprocess.run(
-        cmd, env={**env, "VIGIL_INJECT_FAULT": "publish:5:kill"}, capture_output=True, text=True,
+        cmd, env={**env, "VIGIL_INJECT_FAULT": "publish:8:kill"}, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert killed.returncode == 1 and "SIGKILL" in killed.stderr, killed.stderr
