@@ -169,6 +169,7 @@ class MqttEventSink:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         # Filled by paho's network thread, drained by ours: no lock shared with paho's.
         self._acks: collections.deque[tuple[int, bool]] = collections.deque()
         self._connected = threading.Event()
@@ -406,8 +407,9 @@ class MqttEventSink:
             self._outage(f"connection refused: {reason}")
             return
         client.publish(self.topic_available, "online", qos=max(self.qos, 1), retain=True)
-        for topic, (payload, _state) in list(self._sensors.items()):  # a broker may forget them
-            client.publish(topic, payload, qos=self.qos, retain=True)
+        if self.discovery:  # Home Assistant's birth message asks for discovery again
+            client.subscribe(f"{self.discovery_prefix}/status", qos=1)
+        self._resend_discovery()
         if self._outage_since is not None and self._ever_connected:
             log.warning("mqtt: connected to %s:%d again after %.0f s; resending from seq %d",
                         self.host, self.port, time.monotonic() - self._outage_since,
@@ -418,6 +420,16 @@ class MqttEventSink:
         self._ever_connected = True
         self._connected.set()
         self._wake.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic == f"{self.discovery_prefix}/status" and msg.payload == b"online":
+            self._resend_discovery()
+
+    def _resend_discovery(self) -> None:
+        """Publish the discovery configs known so far again (a broker or Home Assistant that
+        restarted may have lost them)."""
+        for topic, (payload, _state) in list(self._sensors.items()):
+            self._client.publish(topic, payload, qos=self.qos, retain=True)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         self._outage("cannot connect")

@@ -160,6 +160,11 @@ def test_topics_retained_occupancy_alerts_and_discovery(tmp_path: Path, broker: 
     live = Subscriber(broker.port, ("vigil/#", "homeassistant/#"))
     sink = sink_for(path, broker, discovery=True).start()
     live.wait(lambda got: len([m for m in got if m[0].startswith("vigil/events/")]) == 5)
+    # Home Assistant restarts and says so: the discovery configs come again.
+    ha = "homeassistant/binary_sensor/vigil/vigil_cam1_door_person_occupancy/config"
+    assert [t for t, _p, _r in live.got()].count(ha) == 1
+    live.client.publish("homeassistant/status", "online", qos=1)
+    live.wait(lambda got: [t for t, _p, _r in got].count(ha) == 2)
     assert sink.close() == 0
     assert acked(path, broker.port) == 5
     topics = [t for t, _p, _r in live.got()]
@@ -173,7 +178,6 @@ def test_topics_retained_occupancy_alerts_and_discovery(tmp_path: Path, broker: 
     assert retained["vigil/cam1/door/person"] == b"1"
     assert retained["vigil/cam_2/yard_/car"] == b"3"
     assert retained["vigil/available"] == b"offline"  # said on a clean close
-    ha = "homeassistant/binary_sensor/vigil/vigil_cam1_door_person_occupancy/config"
     config = json.loads(retained[ha])
     assert config["state_topic"] == "vigil/cam1/door/person"
     assert config["availability_topic"] == "vigil/available"
