@@ -3,16 +3,13 @@
 :class:`MqttEventSink` tails the event journal (:mod:`stream.journal`) in its own thread and
 publishes, for each event (payload: the event's JSON line, which carries ``seq``):
 
-============================================  ========================================  ======
-topic                                          payload                                   retain
-============================================  ========================================  ======
-``PREFIX/events/<type>``                       the event JSON (every event)              no
-``PREFIX/<stream>/<zone>/<label>``             occupancy count (``zone.count`` events)   yes
-``PREFIX/alerts``                              the event JSON (``alert`` events)         no
-``PREFIX/available``                           ``online`` / ``offline`` (last will)      yes
-``DISCOVERY/binary_sensor/PREFIX/<id>/config``  Home Assistant discovery (occupancy)      yes
-``DISCOVERY/sensor/PREFIX/<id>/config``         Home Assistant discovery (count)          yes
-============================================  ========================================  ======
+- ``PREFIX/events/<type>``: the event JSON, every event;
+- ``PREFIX/<stream>/<zone>/<label>``: the occupancy count of ``zone.count`` events, retained;
+- ``PREFIX/alerts``: the event JSON of ``alert`` events;
+- ``PREFIX/available``: ``online``, and ``offline`` on close or as the last will, retained;
+- ``DISCOVERY/binary_sensor/PREFIX/<id>/config`` (occupancy) and
+  ``DISCOVERY/sensor/PREFIX/<id>/config`` (count): Home Assistant discovery, retained, sent
+  at a zone's first ``zone.count``, on every connect and on Home Assistant's birth message.
 
 Topic levels taken from events (stream, zone, label) have ``/``, ``+``, ``#`` replaced by
 ``_``. With MQTT 5 each event message also carries the user property ``seq``.
