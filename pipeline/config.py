@@ -136,6 +136,31 @@ class OutputConfig(_Strict):
     video_crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
 
 
+class MqttConfig(_Strict):
+    """``publish.mqtt``: events to an MQTT broker, Frigate's topics (see README "MQTT")."""
+
+    host: str = Field("127.0.0.1", description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual with TLS)")
+    topic_prefix: str = Field("vigil", min_length=1, description="first level of every topic")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of every message (at least once: 1 or 2)")
+    client_id: str = Field("", description="MQTT client id (empty: a random one)")
+    username: str | None = Field(None, description="user name (None: anonymous)")
+    password_file: Path | None = Field(None, description="file holding the password (one line)")
+    tls: bool = Field(False, description="connect with TLS")
+    tls_ca_file: Path | None = Field(None, description="CA bundle to trust (None: the system's)")
+    tls_cert_file: Path | None = Field(None, description="client certificate (PEM)")
+    tls_key_file: Path | None = Field(None, description="client key (PEM)")
+    keepalive_s: int = Field(60, ge=5, description="MQTT keepalive, seconds")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    discovery: bool = Field(False, description="publish Home Assistant discovery configs")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix")
+    max_inflight: int = Field(100, ge=1, description="messages sent and not yet acknowledged")
+    reconnect_max_s: float = Field(30.0, ge=1, description="largest reconnect backoff, seconds")
+    drain_timeout_s: float = Field(
+        5.0, ge=0, le=30, description="at shutdown, wait this long for the broker's acks, s"
+    )
+
+
 class PublishConfig(_Strict):
     events: str | None = Field(
         None, description="ZeroMQ PUB endpoint for events, e.g. tcp://127.0.0.1:5555"
@@ -178,11 +203,21 @@ class PublishConfig(_Strict):
     kafka_config: dict[str, Any] = Field(
         default_factory=dict, description="extra librdkafka producer settings"
     )
+    mqtt: MqttConfig | None = Field(
+        None, description="also publish events to an MQTT broker (fed from the journal)"
+    )
 
     @field_validator("events", "frames", "replay")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
         return None if v is None else check_endpoint(v)
+
+    @field_validator("mqtt")
+    @classmethod
+    def _mqtt_needs_journal(cls, v: MqttConfig | None, info: Any) -> MqttConfig | None:
+        if v is not None and info.data.get("journal") == "off":
+            raise ValueError("the MQTT sink feeds from the event journal: set publish.journal")
+        return v
 
 
 class RuntimeConfig(_Strict):

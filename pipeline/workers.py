@@ -221,6 +221,20 @@ def _open_kafka(pub_cfg: dict[str, Any]) -> Any:
     )
 
 
+def _open_mqtt(pub_cfg: dict[str, Any], journal: Any) -> Any:
+    """The MQTT sink when ``publish.mqtt`` is set, started: it tails the journal in its own
+    thread (config validation makes sure there is one)."""
+    mqtt_cfg = pub_cfg.get("mqtt")
+    if not mqtt_cfg or journal is None:
+        return None
+    from stream.mqtt_sink import MqttEventSink
+
+    opts = dict(mqtt_cfg)
+    secret = opts.pop("password_file", None)
+    password = Path(secret).read_text(encoding="utf-8").strip() if secret else None
+    return MqttEventSink(journal.path, password=password, **opts).start()
+
+
 def _catch_up(jsonl: Path, journal: Any) -> None:
     """After a crash, make ``jsonl`` end where the journal does: a half-written last line is
     cut, and events journaled but not yet written there (the process died between the two)
@@ -277,6 +291,7 @@ def publish_body(
     restart = (resume or {}).get("restart", 0)
     inp = ctx.pull(ctx.endpoints.publish)
     journal = _open_journal(pub_cfg, out_dir)
+    mqtt = _open_mqtt(pub_cfg, journal)
     tracks = OpenTracks()
     run_key = ctx.endpoints.control  # unique to this run: a journal's mark from another is stale
     last = None
@@ -445,6 +460,8 @@ def publish_body(
         for video in videos.values():
             video.abort()
         publisher.close()
+        if mqtt is not None:  # after the publisher: the last events are journaled by then
+            mqtt.close()
         for log_file in (timings, records):
             if log_file is not None:
                 log_file.close()
