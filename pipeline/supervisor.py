@@ -348,7 +348,9 @@ class _Run:
                         self._send_shutdown(zctx)
                 if server is not None:
                     try:
-                        server.serve(0)
+                        for _ in range(10):  # a few per turn: the loop's other work comes first
+                            if not server.serve(0):
+                                break
                     except Exception:  # a peer's request never ends the run
                         log.exception("control endpoint: request dropped")
                 self._due_restarts()

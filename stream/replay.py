@@ -41,8 +41,9 @@ socket and sends two-frame requests ``[command, json_body]`` of at most 64 KiB:
 - Limits per client: a reply holds at most ``max_chunk`` events and about
   ``max_reply_bytes`` (1 MiB; ``more`` says the rest is to be asked for); at most ``hwm``
   (8) replies wait for a client that does not read, further ones are dropped; at most
-  ``max_clients`` (32) clients are served at once (a client counts until it has been quiet
-  for 30 s): a new one beyond gets ``ERROR`` ``too many replay clients``.
+  ``max_clients`` (32) clients are served REPLAY at once (a client counts until it has been
+  quiet for 30 s): a new one beyond gets ``ERROR`` ``too many replay clients``. So replay
+  answers can hold at most ``max_clients * hwm * max_reply_bytes`` (256 MiB by default).
 
 A late joiner follows the zguide "Clone" pattern (see :class:`stream.client.EventClient`):
 subscribe to live events and ``HEARTBEAT``, wait for the first message (which proves the
@@ -291,7 +292,8 @@ class FeedServer(threading.Thread):
         body: dict[str, Any] = {}
         try:
             body = parse_json_object(raw, max_bytes=self._max_request) if raw else {}
-            self._admit(envelope[0])
+            if command == b"REPLAY":  # the big answers; HEAD and SNAPSHOT stay open to all
+                self._admit(envelope[0])
             reply = self._answer(command, body, reader)
         except (PeerError, ValueError, TypeError, KeyError) as exc:
             self.rejected += 1

@@ -187,10 +187,11 @@ def test_a_replay_client_that_never_reads_holds_a_bounded_queue(tmp_path: Path, 
         assert sum(len(f) for f in reply[2:]) < 20_000 + 1_000
         # Two more clients: the third is over max_clients and is told so.
         second = dealer(ctx, replay_ep)
-        assert request(second, b"HEAD", {})[0] == b"HEAD"
+        assert request(second, b"REPLAY", {"after": 0})[0] == b"EVENTS"
         third = dealer(ctx, replay_ep)
-        refused = request(third, b"HEAD", {})
+        refused = request(third, b"REPLAY", {"after": 0})
         assert refused[0] == b"ERROR" and "too many replay clients" in refused[1].decode()
+        assert request(third, b"HEAD", {})[0] == b"HEAD"  # small answers stay open to all
         for sock in (reader, second, third):
             sock.close()
     finally:
