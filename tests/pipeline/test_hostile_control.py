@@ -300,3 +300,59 @@ def test_control_takes_curve_clients_only_when_keys_are_set(
         from stream.zsocket import release_authenticator
 
         release_authenticator(zctx)
+
+
+def test_readyz_says_when_the_event_feed_server_is_down(run: _Run) -> None:
+    """Fault: the feed server died and /readyz still said 200. The publish stage reports
+    vigil_feed_server_down while it restarts the thread; the supervisor names it."""
+    from pipeline.metrics import StageMetrics
+    from pipeline.workers import _feed_health
+
+    class _DeadPublisher:
+        feed_restarts = 0
+        feed_up = False
+
+        def check_feed(self) -> bool:
+            self.feed_restarts += 1
+            return True
+
+    run.procs["publish"] = _FakeProc()
+    run.stats_seen.add("publish")
+    metrics = StageMetrics()
+    _feed_health(_DeadPublisher(), metrics)
+    run.metrics.update("publish", metrics.snapshot())
+    run._refresh_status()  # noqa: SLF001
+    assert "stage publish: feed server down, restarting" in run.status["reasons"]
+    assert run.metrics.value("vigil_feed_server_restarts") == 1
+
+
+def test_frame_feed_takes_curve_clients_only_when_keys_are_set(
+    zctx: zmq.Context, tmp_path: Path
+) -> None:
+    """Fault: the JPEG frame feed took plain subscribers even with CURVE keys configured."""
+    import numpy as np
+
+    from stream.sinks import JpegFrameFeed
+    from stream.zsocket import client_socket
+
+    server_pub, server_secret = zmq.auth.create_certificates(tmp_path, "server")
+    (endpoint,) = free_ports(1)
+    feed = JpegFrameFeed(zctx, endpoint, curve=CurveServerKeys.load(server_secret))
+    plain = client_socket(zctx, zmq.SUB, endpoint)
+    plain.setsockopt(zmq.SUBSCRIBE, b"")
+    keyed = client_socket(zctx, zmq.SUB, endpoint, curve=load_client_keys(server_pub))
+    keyed.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        frame = np.zeros((16, 16, 3), np.uint8)
+        got = None
+        deadline = time.monotonic() + 15
+        while got is None and time.monotonic() < deadline:  # until the keyed one has joined
+            feed.send("cam1", frame, {"frame": 0})
+            if keyed.poll(200):
+                got = keyed.recv_multipart()
+        assert got is not None and got[0] == b"cam1"
+        assert not plain.poll(500), "a plain subscriber got a CURVE feed's frame"
+    finally:
+        plain.close()
+        keyed.close()
+        feed.close()
