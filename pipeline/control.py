@@ -65,7 +65,18 @@ class ControlError(Exception):
 class Deferred:
     """A reply that needs slow work (a source probe): ``work`` runs in a daemon thread, then
     ``finish(result or exception)`` runs in the server's (the supervisor's) thread and gives
-    the reply. If the work is not done in ``timeout_s`` the reply is ``timeout_reply``."""
+    the reply. If the work is not done in ``timeout_s`` the reply is ``timeout_reply``; its
+    thread may go on (a probe cannot be interrupted), so at most :attr:`MAX_THREADS` run at
+    once and :meth:`busy` tells a handler to refuse more."""
+
+    MAX_THREADS = 4
+    _running = 0
+    _lock = threading.Lock()
+
+    @classmethod
+    def busy(cls) -> bool:
+        with cls._lock:
+            return cls._running >= cls.MAX_THREADS
 
     def __init__(
         self,
@@ -82,10 +93,15 @@ class Deferred:
         threading.Thread(target=self._run, args=(work,), name="vigil-probe", daemon=True).start()
 
     def _run(self, work: Callable[[], Any]) -> None:
+        with Deferred._lock:
+            Deferred._running += 1
         try:
             self.future.set_result(work())
         except BaseException as exc:  # handed to finish() in the server's thread
             self.future.set_exception(exc)
+        finally:
+            with Deferred._lock:
+                Deferred._running -= 1
 
     def reply(self) -> dict[str, Any] | None:
         """The reply once the work is done (or timed out); None while it runs."""

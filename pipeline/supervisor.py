@@ -272,6 +272,8 @@ class _Run:
             stream_logger(log, sid).info("added: %s", redact_uri(src.uri))
             return {"ok": True, "stream_id": sid}
 
+        if Deferred.busy():  # probes that timed out and still hang hold their threads
+            return {"ok": False, "error": "too many source probes still running; try later"}
         timeout = rt.probe_timeout_s
         late = {"ok": False, "error": f"uri: no answer from the source in {timeout:g} s"}
         return Deferred(

@@ -356,3 +356,26 @@ def test_frame_feed_takes_curve_clients_only_when_keys_are_set(
         plain.close()
         keyed.close()
         feed.close()
+
+
+def test_a_hanging_probe_times_out_and_hanging_probes_are_capped(
+    run: _Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Fault: a source whose probe never returns (a FIFO, a device that hangs). The reply
+    says so after runtime.probe_timeout_s; probes still hanging are capped, so requests
+    cannot pile up threads."""
+    import stream.sources
+
+    hang = threading.Event()
+    monkeypatch.setattr(stream.sources, "probe_source", lambda uri: hang.wait(60))
+    run.cfg.runtime.probe_timeout_s = 0.2
+    video = tmp_path / "videos" / "fifo.mp4"
+    try:
+        for i in range(Deferred.MAX_THREADS):
+            reply = _answer(run, {"op": "add", "uri": str(video), "stream_id": f"h{i}"})
+            assert reply == {"ok": False, "error": "uri: no answer from the source in 0.2 s"}
+        refused = _answer(run, {"op": "add", "uri": str(video), "stream_id": "h9"})
+        assert refused["ok"] is False and "too many source probes" in refused["error"]
+    finally:
+        hang.set()
+    assert not run.started_streams
