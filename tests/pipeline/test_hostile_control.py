@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import zmq
 import zmq.auth
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import load_config
 from pipeline.control import ControlError, ControlServer, Deferred, request, source_allowed
@@ -379,3 +381,46 @@ def test_a_hanging_probe_times_out_and_hanging_probes_are_capped(
     finally:
         hang.set()
     assert not run.started_streams
+
+
+_control_frames = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["op", "uri", "stream_id", "min_restart_interval_s"]),
+        st.one_of(st.none(), st.integers(), st.text(max_size=30), st.lists(st.integers())),
+        max_size=4,
+    ).map(lambda d: [json.dumps(d).encode()]),
+    st.integers(1, 5_000).map(lambda n: [b'{"op":' * n + b"1" + b"}" * n]),
+    st.lists(st.binary(max_size=80), min_size=1, max_size=4),
+)
+
+
+@settings(
+    max_examples=100,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(requests=st.lists(_control_frames, min_size=1, max_size=6))
+def test_generated_control_requests_each_get_one_reply(zctx: zmq.Context, requests) -> None:
+    """Generated requests (hypothesis, derandomized, 100 examples): every one, whatever its
+    shape, gets exactly one reply and the endpoint stays in step."""
+    (endpoint,) = free_ports(1)
+    server = ControlServer(zctx, endpoint, _echo)
+    dealer = zctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(endpoint)
+    try:
+        for frames in requests:
+            dealer.send_multipart([b"", *frames])
+        replies = 0
+        deadline = time.monotonic() + 20
+        while replies < len(requests) and time.monotonic() < deadline:
+            server.serve(20)
+            if dealer.poll(0):
+                envelope, body = dealer.recv_multipart()
+                assert envelope == b"" and "ok" in json.loads(body)
+                replies += 1
+        assert replies == len(requests)
+    finally:
+        dealer.close()
+        server.close()

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stream.journal import EventJournal
 from stream.sinks import EventPublisher
@@ -205,3 +207,59 @@ def test_backoff_delay_at_attempt_a_million_is_the_cap() -> None:
     for attempt in (1024, 1025, 1026, 10_000, 10**6):
         assert backoff.delay(attempt) == 30.0
     assert backoff.delay(1) == 0.5 and backoff.delay(3) == 2.0
+
+
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([0, -1, 2**63 - 1, 2**63, -(2**63) - 1, 2**64, 10**30]),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=50),
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_bodies = st.one_of(
+    st.dictionaries(st.sampled_from(["after", "limit", "id"]), _json, max_size=3).map(
+        lambda d: json.dumps(d).encode()
+    ),
+    st.integers(1, 5_000).map(lambda n: b"[" * n + b"]" * n),
+    st.binary(max_size=300),
+)
+_requests = st.one_of(
+    st.tuples(st.sampled_from([b"REPLAY", b"SNAPSHOT", b"HEAD"]), _bodies).map(list),
+    st.lists(st.binary(max_size=100), min_size=0, max_size=5),
+)
+
+
+@settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(requests=st.lists(_requests, min_size=1, max_size=8))
+def test_generated_replay_requests_never_stop_the_feed(feed, ctx, requests) -> None:  # noqa: F811
+    """Generated requests (hypothesis, derandomized, 150 examples): any mix of well-framed
+    and junk requests leaves the feed thread alive, and HEAD answers after them."""
+    pub, _, replay_ep = feed
+    sock = dealer(ctx, replay_ep)
+    try:
+        for frames in requests:
+            if frames:
+                sock.send_multipart(frames)
+        sock.send_multipart([b"HEAD", b'{"id": "last"}'])
+        deadline = time.monotonic() + 10
+        answered = False
+        while not answered and time.monotonic() < deadline:  # replies to the junk come first
+            if sock.poll(500):
+                reply = sock.recv_multipart()
+                answered = reply[0] == b"HEAD" and json.loads(reply[1])["id"] == "last"
+        assert answered, "no HEAD answer after the generated requests"
+        assert pub.feed.is_alive() and pub.feed.faults == 0
+    finally:
+        sock.close()
