@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--stream-id", help="add/remove: the stream id")
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+    st.add_argument(
+        "--server-key", help="CURVE: the public certificate of vigil's server key"
+    )
+    st.add_argument(
+        "--client-key", help="CURVE: this client's secret certificate (with curve_clients_dir)"
+    )
     st.set_defaults(func=cmd_streams)
     return parser
 
@@ -552,8 +558,16 @@ def cmd_streams(args: argparse.Namespace) -> int:
         message["stream_id"] = args.stream_id
     elif args.action == "remove":
         raise UserError("vigil streams remove needs --stream-id")
+    from stream.zsocket import load_client_keys
+
     try:
-        reply = request(args.control, message, timeout_s=args.timeout)
+        curve = load_client_keys(args.server_key, args.client_key)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot use the CURVE keys: {exc}") from None
+    if args.client_key and not args.server_key:
+        raise UserError("--client-key needs --server-key (vigil's public certificate)")
+    try:
+        reply = request(args.control, message, timeout_s=args.timeout, curve=curve)
     except ControlError as exc:
         raise UserError(str(exc)) from None
     print(json.dumps(reply))

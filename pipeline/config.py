@@ -191,10 +191,31 @@ class PublishConfig(_Strict):
         1.0, gt=0, description="HEARTBEAT period on the event endpoint, seconds (null: none)"
     )
     curve_secret_key_file: Path | None = Field(
-        None, description="zmq.auth secret certificate: CURVE-encrypt events and replay"
+        None,
+        description="zmq.auth secret certificate: CURVE-encrypt every ZeroMQ endpoint (events, "
+        "replay, frames, control)",
     )
     curve_clients_dir: Path | None = Field(
         None, description="with CURVE: admit only clients whose public certs are here"
+    )
+    max_subscription_bytes: int = Field(
+        1024,
+        ge=16,
+        le=1 << 20,
+        description="largest message (subscription) a peer may send to the event and frame "
+        "endpoints; ZeroMQ drops a peer that sends more",
+    )
+    replay_max_message_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 26, description="replay: a bigger request drops its peer"
+    )
+    replay_max_reply_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 28, description="replay: events per answer stop past this"
+    )
+    replay_hwm: int = Field(
+        8, ge=1, le=1000, description="replay: answers queued for a client that does not read"
+    )
+    replay_max_clients: int = Field(
+        32, ge=1, le=10_000, description="replay: clients served at once (quiet 30 s: gone)"
     )
     kafka_bootstrap: str | None = Field(
         None, description="also produce events to Kafka at these brokers (host:port,...)"
@@ -242,7 +263,22 @@ class RuntimeConfig(_Strict):
         None, description="ZeroMQ REP endpoint to add/remove/list streams at runtime"
     )
     max_streams: int = Field(
-        16, ge=1, le=256, description="most streams one run may ever open (with control)"
+        16, ge=1, le=256, description="most streams running at once (a remove frees a place)"
+    )
+    allowed_sources: list[str] = Field(
+        ["rtsp://", "rtsps://"],
+        description="control add: URI prefixes (with ://) and path roots a peer may add",
+    )
+    control_min_retry_s: float = Field(
+        1.0,
+        ge=0,
+        description="control add: floor of min_restart_interval_s (reconnect attempts apart)",
+    )
+    control_max_message_bytes: int = Field(
+        64 * 1024, ge=1024, le=1 << 24, description="control: a bigger request drops its peer"
+    )
+    probe_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="control add: the source probe's time limit, seconds"
     )
     ring_slots: int = Field(
         8, ge=2, le=256, description="frames in flight per source (shared memory)"

@@ -88,6 +88,12 @@ METRICS: dict[str, MetricSpec] = {
         "gauge", "Frames per second through the graph over the last few seconds.", ("stream",)
     ),
     "vigil_ready": MetricSpec("gauge", "1 when /readyz says ready.", ()),
+    "vigil_feed_server_down": MetricSpec(
+        "gauge", "1 when the publish stage found its event feed thread dead (restarting it).", ()
+    ),
+    "vigil_feed_server_restarts": MetricSpec(
+        "counter", "Event feed threads (events, heartbeats, replay) restarted.", ()
+    ),
 }
 
 Key = tuple[str, tuple[tuple[str, str], ...]]

@@ -188,12 +188,10 @@ class _Run:
 
     # --- control endpoint ---------------------------------------------------------------
 
-    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Answer one control request (see :mod:`pipeline.control`)."""
-        from pydantic import ValidationError
-
-        from pipeline.config import SourceConfig
-        from stream.sources import SourceError, probe_source, redact_uri
+    def handle(self, req: dict[str, Any]) -> dict[str, Any] | Any:
+        """Answer one control request (see :mod:`pipeline.control`); an ``add`` answers later,
+        once its source probe (in a thread) is done."""
+        from stream.sources import redact_uri
 
         op = req.get("op")
         if op == "list":
@@ -210,36 +208,77 @@ class _Run:
             return {"ok": True, "streams": streams}
         if op == "remove":
             sid = req.get("stream_id")
-            if sid not in self._sources_running():
-                return {"ok": False, "error": f"no running stream {sid!r}"}
+            if not isinstance(sid, str) or sid not in self._sources_running():
+                return {"ok": False, "error": f"no running stream {_short(sid)}"}
             self.source_stops[sid].set()
             return {"ok": True, "stream_id": sid}
         if op == "add":
+            return self._add(req)
+        return {"ok": False, "error": f"unknown op {_short(op)}: expected add, remove or list"}
+
+    def _add(self, req: dict[str, Any]) -> dict[str, Any] | Any:
+        from pydantic import ValidationError
+
+        from pipeline.config import SourceConfig
+        from pipeline.control import MAX_URI_CHARS, Deferred, source_allowed
+        from stream.sources import is_live_uri, probe_source, redact_uri
+
+        rt = self.cfg.runtime
+        if self.stop.is_set():
+            return {"ok": False, "error": "vigil is stopping"}
+        uri = req.get("uri")
+        if not isinstance(uri, str) or not uri:
+            return {"ok": False, "error": "uri: a non-empty string is required"}
+        if len(uri) > MAX_URI_CHARS:
+            return {"ok": False, "error": f"uri: longer than {MAX_URI_CHARS} characters"}
+        if not source_allowed(uri, rt.allowed_sources):
+            # The same words whether or not the path exists: a peer learns nothing from it.
+            return {"ok": False, "error": "uri: not allowed by runtime.allowed_sources"}
+        fields = {k: v for k, v in req.items() if k != "op"}
+        fields.setdefault("stream_id", f"cam{len(self.started_streams) + 1}")
+        try:
+            src = SourceConfig.model_validate(fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            return {"ok": False, "error": f"{loc}: {msg}"[:300]}
+        # Attempts are at least min_restart_interval_s apart whatever the backoff says, so its
+        # floor bounds the reconnect events any request can cause.
+        if src.min_restart_interval_s < rt.control_min_retry_s:
+            floor = rt.control_min_retry_s
+            why = f"min_restart_interval_s: at least {floor:g} s (runtime.control_min_retry_s)"
+            return {"ok": False, "error": why}
+        sid = src.stream_id
+        if sid in self._sources_running():
+            return {"ok": False, "error": f"stream {sid!r} is already running"}
+        if len(self._sources_running()) >= rt.max_streams:  # running ones: a remove frees one
+            return {"ok": False, "error": f"runtime.max_streams ({rt.max_streams}) reached"}
+        live = is_live_uri(src.uri)
+
+        def finish(result: Any) -> dict[str, Any]:
+            if isinstance(result, BaseException):
+                if live:
+                    return {"ok": False, "error": str(result)[:300]}
+                log.info("control add refused: %s: %s", redact_uri(src.uri), result)
+                return {"ok": False, "error": "uri: cannot be opened as a video source"}
             if self.stop.is_set():
                 return {"ok": False, "error": "vigil is stopping"}
-            fields = {k: v for k, v in req.items() if k != "op"}
-            fields.setdefault("stream_id", f"cam{len(self.started_streams) + 1}")
-            try:
-                src = SourceConfig.model_validate(fields)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"])
-                msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-                return {"ok": False, "error": f"{loc}: {msg}"}
-            sid = src.stream_id
             if sid in self._sources_running():
                 return {"ok": False, "error": f"stream {sid!r} is already running"}
-            if len(self.started_streams) >= self.cfg.runtime.max_streams:
-                limit = self.cfg.runtime.max_streams
-                return {"ok": False, "error": f"runtime.max_streams ({limit}) reached"}
-            try:
-                probe_source(src.uri)
-            except SourceError as exc:
-                return {"ok": False, "error": str(exc)}
+            if len(self._sources_running()) >= rt.max_streams:
+                return {"ok": False, "error": f"runtime.max_streams ({rt.max_streams}) reached"}
             self._start_source(src.model_dump(mode="json"))
             stream_logger(log, sid).info("added: %s", redact_uri(src.uri))
             return {"ok": True, "stream_id": sid}
-        return {"ok": False, "error": f"unknown op {op!r}: expected add, remove or list"}
+
+        if Deferred.busy():  # probes that timed out and still hang hold their threads
+            return {"ok": False, "error": "too many source probes still running; try later"}
+        timeout = rt.probe_timeout_s
+        late = {"ok": False, "error": f"uri: no answer from the source in {timeout:g} s"}
+        return Deferred(
+            lambda: probe_source(src.uri), finish, timeout_s=timeout, timeout_reply=late
+        )
 
     # --- the run ------------------------------------------------------------------------
 
@@ -256,10 +295,19 @@ class _Run:
         try:
             if self.dynamic:
                 from pipeline.control import ControlServer
+                from stream.zsocket import CurveServerKeys
 
                 try:
-                    server = ControlServer(zctx, cfg.runtime.control, self.handle)
-                except zmq.ZMQError as exc:
+                    server = ControlServer(
+                        zctx,
+                        cfg.runtime.control,
+                        self.handle,
+                        max_message_bytes=cfg.runtime.control_max_message_bytes,
+                        curve=CurveServerKeys.load(
+                            cfg.publish.curve_secret_key_file, cfg.publish.curve_clients_dir
+                        ),
+                    )
+                except (zmq.ZMQError, OSError, ValueError) as exc:
                     raise StageFailed(
                         "control", f"cannot bind {cfg.runtime.control}: {exc}", user=True
                     ) from None
@@ -301,7 +349,12 @@ class _Run:
                     if not self._sources_running():
                         self._send_shutdown(zctx)
                 if server is not None:
-                    server.serve(0)
+                    try:
+                        for _ in range(10):  # a few per turn: the loop's other work comes first
+                            if not server.serve(0):
+                                break
+                    except Exception:  # a peer's request never ends the run
+                        log.exception("control endpoint: request dropped")
                 self._due_restarts()
                 if control.poll(100, zmq.POLLIN):
                     msg, _ = wire.recv(control)
@@ -390,6 +443,9 @@ class _Run:
             control.close()
             for sock in self._socks.values():
                 sock.close(linger=0)
+            from stream.zsocket import release_authenticator
+
+            release_authenticator(zctx)
             zctx.destroy(linger=0)
         return summary
 
@@ -623,6 +679,8 @@ class _Run:
                 reasons.append("stage infer: loading the model")
             elif name in self.stats_seen and silent > rt.ready_timeout_s:
                 reasons.append(f"stage {name}: stalled, no report for {silent:.0f} s")
+            elif name == "publish" and m.value("vigil_feed_server_down"):
+                reasons.append("stage publish: feed server down, restarting")
         if not running and not self.dynamic:
             reasons.append("no stream running")
         m.own.set("vigil_ready", 0 if reasons else 1)
@@ -673,6 +731,12 @@ class _SignalFlag:
     def restore(self) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def _short(value: Any) -> str:
+    """A peer's value for an error message, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _exit_text(code: int) -> str:

@@ -285,6 +285,7 @@ def publish_body(
     from pipeline.analytics import EventGate, OpenTracks
     from pipeline.annotate import annotate
     from stream.sinks import EventPublisher, JpegFrameFeed
+    from stream.zsocket import CurveServerKeys
 
     out_cfg, pub_cfg = cfg["output"], cfg["publish"]
     out_dir = Path(out_cfg["dir"])
@@ -328,9 +329,25 @@ def publish_body(
         kafka=_open_kafka(pub_cfg),
         curve_secret_key_file=pub_cfg.get("curve_secret_key_file"),
         curve_clients_dir=pub_cfg.get("curve_clients_dir"),
+        max_subscription_bytes=pub_cfg["max_subscription_bytes"],
+        replay_limits={
+            "max_message_bytes": pub_cfg["replay_max_message_bytes"],
+            "max_reply_bytes": pub_cfg["replay_max_reply_bytes"],
+            "hwm": pub_cfg["replay_hwm"],
+            "max_clients": pub_cfg["replay_max_clients"],
+        },
     )
+    ctx.stats_hook = lambda metrics: _feed_health(publisher, metrics)
     feed = (
-        JpegFrameFeed(ctx.zmq, pub_cfg["frames"], quality=pub_cfg["jpeg_quality"])
+        JpegFrameFeed(
+            ctx.zmq,
+            pub_cfg["frames"],
+            quality=pub_cfg["jpeg_quality"],
+            max_message_bytes=pub_cfg["max_subscription_bytes"],
+            curve=CurveServerKeys.load(
+                pub_cfg.get("curve_secret_key_file"), pub_cfg.get("curve_clients_dir")
+            ),
+        )
         if pub_cfg["frames"]
         else None
     )
@@ -469,6 +486,14 @@ def publish_body(
             ctx.report("feed", sent=feed.sent, dropped=feed.dropped)
             feed.close()
         reader.close()
+
+
+def _feed_health(publisher: Any, metrics: Any) -> None:
+    """Before each stats report: restart a dead event feed thread, and say so (the supervisor
+    shows ``stage publish: feed server down, restarting`` in /readyz while it is)."""
+    was_down = publisher.check_feed()
+    metrics.set("vigil_feed_server_down", 1 if was_down or not publisher.feed_up else 0)
+    metrics.set_total("vigil_feed_server_restarts", publisher.feed_restarts)
 
 
 def _video_sink(

@@ -316,18 +316,6 @@ class EventClient:
 def _client_keys(
     server_key: bytes | str | Path | None, client_cert: str | Path | None
 ) -> tuple[bytes, bytes, bytes] | None:
-    if server_key is None:
-        return None
-    from zmq.auth import load_certificate
+    from stream.zsocket import load_client_keys
 
-    if isinstance(server_key, Path) or (isinstance(server_key, str) and Path(server_key).is_file()):
-        server, _ = load_certificate(str(server_key))
-    else:
-        server = server_key.encode() if isinstance(server_key, str) else server_key
-    if client_cert is not None:
-        public, secret = load_certificate(str(client_cert))
-        if secret is None:
-            raise ValueError(f"{client_cert} holds no CURVE secret key")
-    else:
-        public, secret = zmq.curve_keypair()
-    return server, public, secret
+    return load_client_keys(server_key, client_cert)

@@ -33,9 +33,17 @@ socket and sends two-frame requests ``[command, json_body]`` of at most 64 KiB:
   ``track.start`` of tracks not yet ended, in seq order. Apply it, then live events with
   ``seq > H``.
 - ``[b"HEAD", {"id": any}]`` -> ``[b"HEAD", {"id", "head": H, "first": F, "epoch": E}]``.
-- A known command with a bad body gets ``[b"ERROR", {"id", "error": text}]``. Anything else
-  (unknown command, wrong frame count, not JSON, over 64 KiB) is logged and ignored; a
-  message over 1 MiB makes ZeroMQ drop the connection. The endpoint keeps serving.
+- A known command with a bad body gets ``[b"ERROR", {"id", "error": text}]``: not JSON, not
+  an object, nested deeper than 16, an integer out of range (``after`` in [0, 2**63-1],
+  ``limit`` >= 1). Anything else (unknown command, wrong frame count, over 64 KiB) is logged
+  and ignored; a message over ``max_message_bytes`` (default 1 MiB) makes ZeroMQ drop the
+  connection. No request can stop the server: each is handled in its own ``try``.
+- Limits per client: a reply holds at most ``max_chunk`` events and about
+  ``max_reply_bytes`` (1 MiB; ``more`` says the rest is to be asked for); at most ``hwm``
+  (8) replies wait for a client that does not read, further ones are dropped; at most
+  ``max_clients`` (32) clients are served REPLAY at once (a client counts until it has been
+  quiet for 30 s): a new one beyond gets ``ERROR`` ``too many replay clients``. So replay
+  answers can hold at most ``max_clients * hwm * max_reply_bytes`` (256 MiB by default).
 
 A late joiner follows the zguide "Clone" pattern (see :class:`stream.client.EventClient`):
 subscribe to live events and ``HEARTBEAT``, wait for the first message (which proves the
@@ -56,6 +64,15 @@ from typing import Any
 import zmq
 
 from stream.journal import EventJournal, OpenState
+from stream.zsocket import (
+    MAX_PEER_INT,
+    CurveServerKeys,
+    PeerError,
+    SocketLimits,
+    check_int,
+    parse_json_object,
+    server_socket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +81,11 @@ MAX_REQUEST_BYTES = 64 * 1024
 #: ZeroMQ drops a peer that sends a message larger than this (protects memory).
 MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_CHUNK = 1000
+DEFAULT_MAX_REPLY_BYTES = 1024 * 1024
+DEFAULT_REPLAY_HWM = 8
+DEFAULT_MAX_CLIENTS = 32
+#: A replay client counts towards ``max_clients`` until it has been quiet this long.
+CLIENT_IDLE_S = 30.0
 _STOP = b"$STOP"
 
 
@@ -80,8 +102,12 @@ class FeedServer(threading.Thread):
         heartbeat_s: heartbeat period in seconds (None: no heartbeats).
         heartbeat_subscribed: whether a subscriber already asked for heartbeats.
         max_chunk: most events per REPLAY answer.
-        curve_secret_key: CURVE secret key (z85) of the server for the ROUTER socket, with
-            ``curve_public_key``; None for plain TCP.
+        curve: CURVE keys of the server (and client allow-list) for the ROUTER socket; None
+            for plain TCP.
+        max_message_bytes: inbound message cap of the ROUTER (ZeroMQ drops a bigger sender).
+        max_reply_bytes: a REPLAY answer stops adding events past this many bytes.
+        hwm: replies queued per client that does not read (further ones are dropped).
+        max_clients: clients served at once (see the module's text).
     """
 
     def __init__(
@@ -95,8 +121,11 @@ class FeedServer(threading.Thread):
         heartbeat_s: float | None = 1.0,
         heartbeat_subscribed: bool = False,
         max_chunk: int = DEFAULT_MAX_CHUNK,
-        curve_public_key: bytes | None = None,
-        curve_secret_key: bytes | None = None,
+        curve: CurveServerKeys | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        hwm: int = DEFAULT_REPLAY_HWM,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
     ) -> None:
         super().__init__(name="vigil-feed", daemon=True)
         self.epoch = uuid.uuid4().hex[:12]
@@ -104,12 +133,17 @@ class FeedServer(threading.Thread):
         self.forwarded = 0
         self.rejected = 0
         self.served = 0
+        self.faults = 0  # unexpected exceptions contained (logged with their traceback)
         self.error: BaseException | None = None
         self._ctx = ctx
         self._pub = pub
         self._heartbeat_s = heartbeat_s
         self._hb_wanted = heartbeat_subscribed
         self._max_chunk = max(1, max_chunk)
+        self._max_request = min(MAX_REQUEST_BYTES, max_message_bytes)
+        self._max_reply_bytes = max(1, max_reply_bytes)
+        self._max_clients = max(1, max_clients)
+        self._clients: dict[bytes, float] = {}  # identity -> last request (monotonic s)
         self._journal_path = journal_path
         self._state = OpenState()
         self._state_seq = 0
@@ -119,16 +153,15 @@ class FeedServer(threading.Thread):
         self._pipe.bind(pipe_endpoint)
         self._router: zmq.Socket | None = None
         if replay_endpoint:
-            self._router = ctx.socket(zmq.ROUTER)
-            self._router.setsockopt(zmq.LINGER, 0)
-            self._router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-            self._router.setsockopt(zmq.SNDHWM, 100)
-            self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-            if curve_secret_key is not None:
-                self._router.curve_secretkey = curve_secret_key
-                self._router.curve_publickey = curve_public_key
-                self._router.curve_server = True
-            self._router.bind(replay_endpoint)
+            limits = SocketLimits(max_message_bytes=max_message_bytes, sndhwm=hwm, rcvhwm=1000)
+            try:
+                self._router = server_socket(
+                    ctx, zmq.ROUTER, replay_endpoint, limits=limits, curve=curve
+                )
+            except BaseException:
+                self._pipe.close()
+                raise
+            self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # past the HWM: drop, never block
         self._ready = threading.Event()
 
     # -- thread ----------------------------------------------------------------------------
@@ -184,19 +217,29 @@ class FeedServer(threading.Thread):
                         break
                     if frames[0] == _STOP:
                         return
-                    self._forward(frames)
+                    self._contain("forward", self._forward, frames)
             if self._pub in ready:
-                self._subscriptions()
+                self._contain("subscriptions", self._subscriptions)
             if self._router is not None and self._router in ready:
                 for _ in range(100):
                     try:
                         msg = self._router.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._serve(msg, reader)
+                    self._contain("replay request", self._serve, msg, reader)
             if self._heartbeat_s and time.monotonic() >= next_hb:
-                self._heartbeat()
+                self._contain("heartbeat", self._heartbeat)
                 next_hb = time.monotonic() + self._heartbeat_s
+
+    def _contain(self, what: str, handler: Any, *args: Any) -> None:
+        """Run one message's handler; an exception costs that message only, never the thread."""
+        try:
+            handler(*args)
+        except zmq.ContextTerminated:
+            raise
+        except Exception:
+            self.faults += 1
+            log.exception("feed server: %s failed; message dropped, still serving", what)
 
     def _forward(self, frames: list[bytes]) -> None:
         topic, line, seq_b = frames
@@ -239,30 +282,50 @@ class FeedServer(threading.Thread):
         if len(frames) == 3 and frames[0] == b"":  # a REQ client: keep its delimiter
             envelope, frames = msg[:2], msg[2:]
         size = sum(len(f) for f in frames)
-        if len(frames) != 2 or size > MAX_REQUEST_BYTES:
+        if len(frames) != 2 or size > self._max_request:
             self._reject(f"{len(frames)} frames, {size} bytes")
             return
         command, raw = frames
         if command not in (b"REPLAY", b"SNAPSHOT", b"HEAD"):
             self._reject(f"unknown command {command[:32]!r}")
             return
-        body: Any = {}
+        body: dict[str, Any] = {}
         try:
-            body = json.loads(raw) if raw else {}
-            if not isinstance(body, dict):
-                body = {}
-                raise ValueError("body is not a JSON object")
+            body = parse_json_object(raw, max_bytes=self._max_request) if raw else {}
+            if command == b"REPLAY":  # the big answers; HEAD and SNAPSHOT stay open to all
+                self._admit(envelope[0])
             reply = self._answer(command, body, reader)
-        except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        except (PeerError, ValueError, TypeError, KeyError) as exc:
             self.rejected += 1
             log.warning("replay: bad %s request: %s", command.decode(), exc)
-            error = {"id": body.get("id"), "error": f"{type(exc).__name__}: {exc}"}
-            reply = [b"ERROR", json.dumps(error).encode()]
+            reply = self._error(body, f"{type(exc).__name__}: {exc}")
+        except Exception:  # a bug or the journal: this request fails, the server goes on
+            self.faults += 1
+            log.exception("replay: %s request failed", command.decode())
+            reply = self._error(body, "internal error")
         try:
             self._router.send_multipart([*envelope, *reply], zmq.NOBLOCK)
             self.served += 1
         except zmq.ZMQError as exc:  # the client went away or stopped reading
             log.info("replay: reply dropped: %s", exc)
+
+    @staticmethod
+    def _error(body: dict[str, Any], text: str) -> list[bytes]:
+        rid = body.get("id")
+        if not isinstance(rid, (str, int, float, bool, type(None))):
+            rid = None  # echo scalars only: a reply never grows with what a peer sent
+        return [b"ERROR", json.dumps({"id": rid, "error": text[:300]}).encode()]
+
+    def _admit(self, identity: bytes) -> None:
+        """Count ``identity`` as a client; refuse a new one beyond ``max_clients``."""
+        now = time.monotonic()
+        if identity not in self._clients and len(self._clients) >= self._max_clients:
+            for peer, seen in list(self._clients.items()):
+                if now - seen > CLIENT_IDLE_S:
+                    del self._clients[peer]
+            if len(self._clients) >= self._max_clients:
+                raise PeerError(f"too many replay clients ({self._max_clients}); try later")
+        self._clients[identity] = now
 
     def _reject(self, what: str) -> None:
         self.rejected += 1
@@ -272,6 +335,8 @@ class FeedServer(threading.Thread):
         self, command: bytes, body: dict[str, Any], reader: EventJournal | None
     ) -> list[bytes]:
         rid = body.get("id")
+        if not isinstance(rid, (str, int, float, bool, type(None))):
+            raise PeerError("'id' must be a string or a number")
         if command == b"SNAPSHOT":
             lines = self._state.lines()
             header = {"id": rid, "head": self._state_seq}
@@ -281,14 +346,18 @@ class FeedServer(threading.Thread):
         if command == b"HEAD":
             header = {"id": rid, "head": reader.head, "first": reader.first, "epoch": self.epoch}
             return [b"HEAD", json.dumps(header).encode()]
-        after = body["after"]
-        limit = body.get("limit", self._max_chunk)
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise ValueError(f"'after' must be an integer >= 0, not {after!r}")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"'limit' must be an integer >= 1, not {limit!r}")
+        if "after" not in body:
+            raise PeerError("REPLAY needs 'after'")
+        after = check_int(body["after"], "after", 0, MAX_PEER_INT)
+        limit = check_int(body.get("limit", self._max_chunk), "limit", 1, MAX_PEER_INT)
         head = reader.head
-        lines = list(reader.read_after(after, min(limit, self._max_chunk), upto=head))
+        lines: list[str] = []
+        size = 0
+        for line in reader.read_after(after, min(limit, self._max_chunk), upto=head):
+            lines.append(line)
+            size += len(line)
+            if size >= self._max_reply_bytes:  # the client asks again for the rest
+                break
         last = json.loads(lines[-1])["seq"] if lines else after
         header = {
             "id": rid,

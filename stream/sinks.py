@@ -23,6 +23,12 @@ import numpy as np
 import zmq
 
 from stream import events as ev
+from stream.zsocket import (
+    DEFAULT_MAX_SUBSCRIPTION_BYTES,
+    CurveServerKeys,
+    SocketLimits,
+    server_socket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +98,23 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes | None:
 
 
 class JpegFrameFeed:
-    """Latest-wins JPEG feed on a ZeroMQ PUB socket: ``[stream_id, header_json, jpeg]``."""
+    """Latest-wins JPEG feed on a ZeroMQ PUB socket: ``[stream_id, header_json, jpeg]``.
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, *, quality: int = 80) -> None:
-        self._sock = ctx.socket(zmq.PUB)
-        self._sock.setsockopt(zmq.SNDHWM, 2)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind(endpoint)
+    ``max_message_bytes`` caps what a subscriber may send (its subscriptions); ``curve``
+    turns on CURVE (and the client allow-list), as on the event endpoints.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        *,
+        quality: int = 80,
+        max_message_bytes: int = DEFAULT_MAX_SUBSCRIPTION_BYTES,
+        curve: CurveServerKeys | None = None,
+    ) -> None:
+        limits = SocketLimits(max_message_bytes=max_message_bytes, sndhwm=2, rcvhwm=1000)
+        self._sock = server_socket(ctx, zmq.PUB, endpoint, limits=limits, curve=curve)
         self._quality = quality
         self.sent = 0
         self.dropped = 0
@@ -134,7 +150,14 @@ class EventPublisher:
     The publisher owns the journal and Kafka sink it is given and closes them in :meth:`close`.
     ``curve_secret_key_file`` (a ``zmq.auth`` secret certificate) turns on CURVE encryption on
     the event and replay endpoints; ``curve_clients_dir`` then also admits only the clients
-    whose public certificates are in that folder.
+    whose public certificates are in that folder. ``max_subscription_bytes`` caps a message
+    (subscription) from an event subscriber: a bigger one makes ZeroMQ drop that peer;
+    ``replay_limits`` (keyword arguments of :class:`stream.replay.FeedServer`:
+    ``max_message_bytes``, ``max_reply_bytes``, ``hwm``, ``max_clients``) bound what replay
+    clients can make the process hold.
+
+    The feed thread contains every bad message itself; should it still die, :meth:`check_feed`
+    (called about once a second by the publish stage) starts a new one on the same endpoints.
     """
 
     def __init__(
@@ -155,8 +178,10 @@ class EventPublisher:
         curve_secret_key_file: str | Path | None = None,
         curve_clients_dir: str | Path | None = None,
         sndhwm: int = 100_000,
+        max_subscription_bytes: int = DEFAULT_MAX_SUBSCRIPTION_BYTES,
+        replay_limits: dict[str, int] | None = None,
     ) -> None:
-        from stream.replay import HEARTBEAT, FeedServer
+        from stream.replay import HEARTBEAT
 
         self._journal = journal
         self._kafka = kafka
@@ -170,54 +195,86 @@ class EventPublisher:
             mode = "a" if append else "w"
             self._file = open(jsonl_path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._pipe: zmq.Socket | None = None
-        self._feed: FeedServer | None = None
-        self._auth: Any = None
+        self._feed: Any = None
+        self._ctx = ctx
+        self._endpoint = endpoint
+        self.feed_restarts = 0
+        self._feed_args: dict[str, Any] = {}
         if replay_endpoint and not endpoint:
             raise ValueError("a replay endpoint needs an event endpoint too")
         if endpoint:
             if ctx is None:
                 raise ValueError("an endpoint needs a zmq.Context")
-            public = secret = None
-            if curve_secret_key_file is not None:
-                from zmq.auth import load_certificate
-
-                public, secret = load_certificate(str(curve_secret_key_file))
-                if secret is None:
-                    raise ValueError(f"{curve_secret_key_file} holds no CURVE secret key")
-                if curve_clients_dir is not None:
-                    from zmq.auth.thread import ThreadAuthenticator
-
-                    self._auth = ThreadAuthenticator(ctx)
-                    self._auth.start()
-                    self._auth.configure_curve(domain="*", location=str(curve_clients_dir))
-            sock = ctx.socket(zmq.XPUB)
-            sock.setsockopt(zmq.LINGER, linger_ms)
-            sock.setsockopt(zmq.SNDHWM, sndhwm)  # per subscriber; past it XPUB drops for it
-            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every joiner, to greet it with a heartbeat
-            if secret is not None:
-                sock.curve_secretkey, sock.curve_publickey = secret, public
-                sock.curve_server = True
-            sock.bind(endpoint)
+            curve = CurveServerKeys.load(curve_secret_key_file, curve_clients_dir)
+            # per subscriber; past it XPUB drops for that subscriber
+            self._xpub_limits = SocketLimits(
+                max_message_bytes=max_subscription_bytes, sndhwm=sndhwm, linger_ms=linger_ms
+            )
+            self._curve = curve
+            sock = self._bind_xpub()
             hb_subscribed = False
             if wait_subscribers > 0:
                 hb_subscribed = self._wait_for(sock, wait_subscribers, wait_timeout_s, HEARTBEAT)
-            pipe = f"inproc://vigil-feed-{id(self):x}"
-            self._feed = FeedServer(
-                ctx,
-                sock,
-                pipe,
-                journal_path=journal.path if journal is not None else None,
-                replay_endpoint=replay_endpoint,
-                heartbeat_s=heartbeat_s,
-                heartbeat_subscribed=hb_subscribed,
-                curve_public_key=public,
-                curve_secret_key=secret,
+            self._feed_args = {
+                "journal_path": journal.path if journal is not None else None,
+                "replay_endpoint": replay_endpoint,
+                "heartbeat_s": heartbeat_s,
+                "curve": curve,
+                **(replay_limits or {}),
+            }
+            self._start_feed(sock, hb_subscribed)
+
+    def _bind_xpub(self) -> zmq.Socket:
+        assert self._ctx is not None and self._endpoint is not None
+        sock = server_socket(
+            self._ctx, zmq.XPUB, self._endpoint, limits=self._xpub_limits, curve=self._curve
+        )
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every joiner, to greet it with a heartbeat
+        return sock
+
+    def _start_feed(self, sock: zmq.Socket, hb_subscribed: bool) -> None:
+        from stream.replay import FeedServer
+
+        assert self._ctx is not None
+        pipe = f"inproc://vigil-feed-{id(self):x}-{self.feed_restarts}"
+        try:
+            feed = FeedServer(
+                self._ctx, sock, pipe, heartbeat_subscribed=hb_subscribed, **self._feed_args
             )
-            self._pipe = ctx.socket(zmq.PUSH)
-            self._pipe.setsockopt(zmq.SNDHWM, 100_000)
-            self._pipe.setsockopt(zmq.LINGER, 5000)
-            self._pipe.connect(pipe)
-            self._feed.start_and_wait()
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        push = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.SNDHWM, 100_000)
+        push.setsockopt(zmq.LINGER, 5000)
+        push.connect(pipe)
+        self._pipe, self._feed = push, feed
+        feed.start_and_wait()
+
+    @property
+    def feed_up(self) -> bool:
+        """False while the feed thread is dead (until :meth:`check_feed` restarts it)."""
+        return self._feed is None or self._feed.is_alive()
+
+    def check_feed(self) -> bool:
+        """Restart the feed thread if it died; True if it was found dead.
+
+        Events published meanwhile are journaled: subscribers get them by replay (the
+        heartbeat's head tells them they are behind). A failed restart is tried again at the
+        next call."""
+        if self._feed is None or self._feed.is_alive():
+            return False
+        log.error("event feed server down (%s); restarting it", self._feed.error)
+        if self._pipe is not None:
+            self._pipe.close(linger=0)
+            self._pipe = None
+        self.feed_restarts += 1
+        try:
+            self._start_feed(self._bind_xpub(), hb_subscribed=True)
+        except Exception as exc:  # e.g. the old socket still holds the port: next call
+            log.error("event feed server restart failed: %s; retrying", exc)
+            self._feed = _DeadFeed(exc)
+        return True
 
     @staticmethod
     def _wait_for(sock: zmq.Socket, count: int, timeout_s: float, heartbeat: bytes) -> bool:
@@ -239,6 +296,10 @@ class EventPublisher:
                 timeout_s,
             )
         return hb
+
+    def _curve_in_use(self) -> bool:
+        curve = getattr(self, "_curve", None)
+        return curve is not None and curve.clients_dir is not None
 
     @property
     def feed(self) -> Any:
@@ -286,9 +347,10 @@ class EventPublisher:
             if self._feed.is_alive():
                 log.warning("event feed thread did not stop within %.1f s", timeout_s)
             self._feed = None
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+        if self._ctx is not None and self._curve_in_use():
+            from stream.zsocket import release_authenticator
+
+            release_authenticator(self._ctx)
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -298,3 +360,16 @@ class EventPublisher:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+
+
+class _DeadFeed:
+    """Stands for a feed thread that could not be restarted (retried at the next check)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        return None

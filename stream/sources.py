@@ -598,7 +598,8 @@ class Backoff:
     jitter: float = 0.3
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        raw = min(self.cap_s, self.base_s * 2 ** max(attempt - 1, 0))
+        # 2**(n-1) overflows a float at n = 1025 (7 h of outage); past 2**62 the cap holds.
+        raw = min(self.cap_s, self.base_s * 2.0 ** min(max(attempt - 1, 0), 62))
         return raw * (1.0 - self.jitter * (rng or random).random())
 
 
