@@ -6,8 +6,8 @@ One call, nothing installed at run time. It:
 1. generates its own H.264 clips with PyAV (1920x1080 by default, ``--size WxH``);
 2. runs ``vigil run`` (the real process graph: one source process per stream, the inference
    process batching across streams, analytics, publish) with 1, 8, 32 and 64 streams
-   (``--streams``), each configuration stopped after ``--budget-s`` seconds
-   (``runtime.duration_s``); frames/s and capture-to-event latency (p50/p99: the frame's
+   (``--streams``), each configuration stopped (SIGINT: drain, exit 0) ``--budget-s`` seconds
+   after its first published frame; frames/s and capture-to-event latency (p50/p99: the frame's
    decode -> its events published, ``timings.jsonl``) are taken in steady state, from the first
    published frame on; GPU utilisation and memory are sampled with NVML (``pynvml``) or
    ``torch.cuda`` while it runs (null on CPU);
@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 #: Light-model defaults (on CPU everything else would take the whole budget to load and warm).
 CPU_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 GPU_MODEL = "fasterrcnn_mobilenet_v3_large_fpn"
+#: Model variants of the per-stage table (names from scripts/bench_models.py), by priority.
+GPU_VARIANTS = "eager,eager-fp16,compile,tensorrt-fp16,eager-fp16-graphs,onnxruntime"
+CPU_VARIANTS = "eager,onnxruntime"  # torch.compile's build alone takes minutes on 2 cores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     p.add_argument("--no-stages", action="store_true", help="skip the per-stage/model table")
     p.add_argument("--stage-seconds", type=float, default=None, help="time per stage measure")
+    p.add_argument("--stages-budget-s", type=float, default=240.0,
+                   help="all per-stage/model measures together stop after this (models share "
+                   "it equally; variants in --variants order)")  # fmt: skip
+    p.add_argument("--variants", default=None,
+                   help="model variants to measure, in priority order, of those that work here "
+                   f"(default: {GPU_VARIANTS} on CUDA, {CPU_VARIANTS} on CPU)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="keep run folders and logs here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -220,8 +230,10 @@ def graph_config(
     cfg["detect"].update({"batch_size": batch, "batch_wait_ms": 5.0})
     cfg["output"] = {"dir": str(out), "video": bool(args.video), "events_file": True,
                      "timings": True}  # fmt: skip
-    cfg["runtime"] = {"mode": args.mode, "duration_s": float(args.budget_s),
-                      "max_streams": max(16, n)}  # fmt: skip
+    # The bench stops the run (SIGINT) once --budget-s of frames are measured; duration_s is
+    # only a safety net should the bench itself die.
+    safety = startup_limit_s(n) + float(args.budget_s) + 60.0
+    cfg["runtime"] = {"mode": args.mode, "duration_s": safety, "max_streams": max(16, n)}
     return cfg
 
 
@@ -248,25 +260,41 @@ def graph_run(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
     monitor = GpuMonitor(base["detect"]["device"]) if cuda else None
     started = time.perf_counter()
-    hard_limit = args.budget_s + 120.0 + 2.0 * n  # start-up, model load and drain on top
+    timings = out / "timings.jsonl"
+    first_frame: float | None = None
+    note = None
     with open(out / "vigil.log", "w") as logf:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
         if monitor:
             monitor.start()
         try:
-            rc = proc.wait(timeout=hard_limit)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait(timeout=30)
+            # The budget is the measured window: it starts at the first published frame, so a
+            # slow model load (or a busy machine) does not eat it. SIGINT drains and exits 0.
+            while proc.poll() is None:
+                now = time.perf_counter()
+                if first_frame is None and timings.is_file() and timings.stat().st_size > 0:
+                    first_frame = now
+                    log(f"{n} streams: first frame after {now - started:.1f} s")
+                if first_frame is not None and now - first_frame >= args.budget_s:
+                    proc.send_signal(signal.SIGINT)
+                    break
+                if first_frame is None and now - started > startup_limit_s(n):
+                    note = f"no frame within {startup_limit_s(n):.0f} s of start"
+                    proc.send_signal(signal.SIGINT)
+                    break
+                time.sleep(0.2)
+            rc = _wait(proc, timeout=60.0 + n)
         finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
             if monitor:
                 monitor.stop()
     wall = time.perf_counter() - started
-    res: dict[str, Any] = {"streams": n, "rc": rc, "wall_s": round(wall, 1)}
+    res: dict[str, Any] = {"streams": n, "rc": rc, "wall_s": round(wall, 1),
+                           "startup_s": round(first_frame - started, 1) if first_frame else None}
+    if note:
+        res["note"] = note
     res.update(timing_stats(out / "timings.jsonl"))
     res.update(dropped_stats(out / "events.jsonl"))
     res.update(monitor.summary() if monitor else {"gpu_util_pct": None, "gpu_mem_mib": None})
@@ -275,6 +303,25 @@ def graph_run(
         res["error"] = " | ".join(tail)[-300:]
         log(f"{n} streams: vigil exited {rc}: {res['error']}")
     return res
+
+
+def startup_limit_s(n: int) -> float:
+    """How long ``n`` streams may take to publish their first frame (processes start, models
+    load, CUDA initialises) before the configuration is given up."""
+    return 180.0 + 2.0 * n
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    """Wait for the drain; terminate, then kill, a run that does not exit in time."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=30)
 
 
 def timing_stats(path: Path, warmup_s: float = 2.0) -> dict[str, Any]:
@@ -474,8 +521,18 @@ def stage_bench(
         models.append(("pose", cfg["pose"]["model"], cfg["pose"].get("input_size")))
     frames = _clip_frames(clip, 8)
     batch = 8
+    available = dict(bm._variants(device, quick=False))
+    wanted = [v.strip() for v in (args.variants or (GPU_VARIANTS if cuda else CPU_VARIANTS))
+              .split(",") if v.strip()]  # fmt: skip
+    variants = [(v, available[v]) for v in wanted if v in available]
+    per_model_s = args.stages_budget_s / max(1, len(models))
     for stage, model, size in models:
-        for label, opts in bm._variants(device, quick=not cuda):
+        model_start = time.perf_counter()
+        for label, opts in variants:
+            if time.perf_counter() - model_start > per_model_s:
+                rows.append({"stage": stage, "model": model, "variant": label,
+                             "error": f"not run: --stages-budget-s ({per_model_s:.0f} s/model)"})
+                continue
             try:
                 run = bm._build(stage, model, size, opts)
             except Exception as exc:  # noqa: BLE001 - a backend unusable here: say so, go on
