@@ -233,7 +233,9 @@ def graph_config(
     # The bench stops the run (SIGINT) once --budget-s of frames are measured; duration_s is
     # only a safety net should the bench itself die.
     safety = startup_limit_s(n) + float(args.budget_s) + 60.0
-    cfg["runtime"] = {"mode": args.mode, "duration_s": safety, "max_streams": max(16, n)}
+    cfg["runtime"] = {"mode": args.mode, "duration_s": safety, "max_streams": max(16, n),
+                      # 64 x 8 slots of 1080p RGB would be 3.2 GB of /dev/shm: fewer per stream
+                      "ring_slots": 8 if n <= 8 else 4}  # fmt: skip
     return cfg
 
 
