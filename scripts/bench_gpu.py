@@ -17,9 +17,11 @@ One call, nothing installed at run time. It:
    device, NV12->RGB, and each model on eager, eager fp16 + channels_last, compile and
    TensorRT where they work here; see ``scripts/bench_models.py``).
 
-Prints a table, then ONE JSON line: ``{"bench": "gpu", "device", "configs": [{"streams",
-"fps", "latency_ms": {"p50", "p99"}, "frames", "dropped", "gpu_util_pct", "gpu_mem_mib",
-"naive_fps", "ratio"}...], "naive": {...}, "stages": [...], ...}``.
+Prints a table and ends with ONE JSON line: ``{"bench": "gpu", "device", "configs":
+[{"streams", "fps", "latency_ms": {"p50", "p99"}, "frames", "dropped", "gpu_util_pct",
+"gpu_mem_mib", "naive_fps", "ratio"}...], "naive": {...}, "stage_results": [...], ...}``. A
+line with ``"partial": true`` before the per-stage part carries the pipeline figures, should
+that part be cut off.
 
     scripts/bench_gpu.py                                    # on a GPU: 1080p, 1/8/32/64 streams
     scripts/bench_gpu.py --device cpu --size 320x180 --streams 1,2 --budget-s 25
@@ -28,6 +30,7 @@ Prints a table, then ONE JSON line: ``{"bench": "gpu", "device", "configs": [{"s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -51,7 +55,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 CPU_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 GPU_MODEL = "fasterrcnn_mobilenet_v3_large_fpn"
 #: Model variants of the per-stage table (names from scripts/bench_models.py), by priority.
-GPU_VARIANTS = "eager,eager-fp16,compile,tensorrt-fp16,eager-fp16-graphs,onnxruntime"
+GPU_VARIANTS = "eager,eager-fp16,tensorrt-fp16,compile,eager-fp16-graphs,onnxruntime"
 CPU_VARIANTS = "eager,onnxruntime"  # torch.compile's build alone takes minutes on 2 cores
 
 
@@ -123,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             res["naive_fps"], res["ratio"] = (naive or {}).get("fps"), None
         configs.append(res)
         log(f"{n} streams: {res.get('fps')} frames/s, p99 {res['latency_ms'].get('p99')} ms")
+    # The pipeline figures first, in case the per-model table runs out of time.
+    print(json.dumps({"bench": "gpu", "partial": True, "device": device_name(device),
+                      "configs": configs, "naive": naive}), flush=True)  # fmt: skip
     stage_rows = [] if args.no_stages else stage_bench(clips[0], cfg, device, args)
 
     print_table(configs, naive, stage_rows)
@@ -535,35 +542,73 @@ def stage_bench(
                 rows.append({"stage": stage, "model": model, "variant": label,
                              "error": f"not run: --stages-budget-s ({per_model_s:.0f} s/model)"})
                 continue
+            # A variant (torch.compile's first call, a TensorRT build) may take minutes: it
+            # gets what is left of its model's share, at least 15 s, then is cut off.
+            limit = max(15.0, per_model_s - (time.perf_counter() - model_start))
             try:
-                run = bm._build(stage, model, size, opts)
-            except Exception as exc:  # noqa: BLE001 - a backend unusable here: say so, go on
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-                if stage == "pose" and cfg["pose"].get("fallback"):
-                    try:  # the graph falls back too: measure what it would run
-                        run = bm._build(stage, cfg["pose"]["fallback"], None, opts)
-                        model = cfg["pose"]["fallback"]
-                    except Exception:  # noqa: BLE001
-                        rows.append({"stage": stage, "model": model, "variant": label,
-                                     "error": reason})  # fmt: skip
-                        continue
-                else:
-                    rows.append({"stage": stage, "model": model, "variant": label,
-                                 "error": reason})  # fmt: skip
-                    continue
-            for b in (1, batch):
-                try:
-                    ips, p50, _ = bm._measure(run, frames[:b], seconds, cuda)
-                except Exception as exc:  # noqa: BLE001 - e.g. out of memory at this batch
-                    rows.append({"stage": stage, "model": model, "variant": label, "batch": b,
-                                 "error": (str(exc).strip().splitlines() or ["?"])[0][:160]})
-                    continue
-                rows.append({"stage": stage, "model": model, "variant": label, "batch": b,
-                             "images_per_s": round(ips, 1), "p50_ms": round(p50, 2)})
-            del run
+                with _time_limit(limit):
+                    got, model = _variant_rows(bm, stage, model, size, label, opts, frames,
+                                               batch, seconds, cuda, cfg)  # fmt: skip
+                rows += got
+            except _VariantTimeout:
+                rows.append({"stage": stage, "model": model, "variant": label,
+                             "error": f"cut off after {limit:.0f} s (--stages-budget-s)"})
             if cuda:
                 torch.cuda.empty_cache()
     return rows
+
+
+class _VariantTimeout(BaseException):
+    """A model variant ran past its share of ``--stages-budget-s`` (a BaseException, so the
+    ``except Exception`` around builds and library code cannot swallow it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`_VariantTimeout` in this (main) thread after ``seconds`` (SIGALRM)."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _VariantTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _variant_rows(
+    bm: Any, stage: str, model: str, size: int | None, label: str, opts: Any,
+    frames: list[np.ndarray], batch: int, seconds: float, cuda: bool, cfg: dict[str, Any],
+) -> tuple[list[dict[str, Any]], str]:
+    """Build one model on one variant and measure it at batch 1 and ``batch``; returns the rows
+    and the model actually measured (the pose fallback when OpenPifPaf is missing)."""
+    rows: list[dict[str, Any]] = []
+    try:
+        run = bm._build(stage, model, size, opts)
+    except Exception as exc:  # noqa: BLE001 - a backend unusable here: say so, go on
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        fallback = cfg.get("pose", {}).get("fallback") if stage == "pose" else None
+        if not fallback:
+            return [{"stage": stage, "model": model, "variant": label, "error": reason}], model
+        try:  # the graph falls back too: measure what it would run
+            run = bm._build(stage, fallback, None, opts)
+            model = fallback
+        except Exception as exc2:  # noqa: BLE001
+            reason = (str(exc2).strip().splitlines() or [type(exc2).__name__])[0][:160]
+            return [{"stage": stage, "model": model, "variant": label, "error": reason}], model
+    for b in (1, batch):
+        try:
+            ips, p50, _ = bm._measure(run, frames[:b], seconds, cuda)
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory at this batch
+            rows.append({"stage": stage, "model": model, "variant": label, "batch": b,
+                         "error": (str(exc).strip().splitlines() or ["?"])[0][:160]})
+            continue
+        rows.append({"stage": stage, "model": model, "variant": label, "batch": b,
+                     "images_per_s": round(ips, 1), "p50_ms": round(p50, 2)})
+    return rows, model
 
 
 def decode_rows(clip: Path, device: str, seconds: float) -> list[dict[str, Any]]:

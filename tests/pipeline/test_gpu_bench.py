@@ -77,3 +77,16 @@ def test_make_clips_writes_h264_of_the_asked_size(tmp_path: Path) -> None:
         s = c.streams.video[0]
         assert (s.codec_context.name, s.width, s.height) == ("h264", 64, 48)
         assert sum(1 for _ in c.decode(s)) == 5
+
+
+def test_variant_time_limit_cuts_a_stuck_variant_off() -> None:
+    """Fault: a model variant that never finishes (a compile or engine build that hangs) must
+    not take the whole device call: it is cut off and the bench goes on."""
+    import time
+
+    with pytest.raises(bench._VariantTimeout):
+        with bench._time_limit(0.2):
+            for _ in range(600):  # 60 s unless cut off
+                time.sleep(0.1)
+    with bench._time_limit(30):  # a variant that finishes in time is left alone
+        pass
