@@ -85,6 +85,8 @@ class BackendOptions:
             else ``default``).
         cache_dir: where ONNX files and TensorRT engines go (None: ``$VIGIL_CACHE`` or
             ``~/.cache/vigil``).
+        decode_threads: OpenPifPaf: threads running the CPU CifCaf decoder while the network
+            computes the batch's next chunk (0: decode inline, after the whole batch).
     """
 
     backend: str = "eager"
@@ -94,6 +96,7 @@ class BackendOptions:
     cuda_graphs: bool = False
     compile_mode: str | None = None
     cache_dir: Path | None = None
+    decode_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -134,6 +137,7 @@ class BackendOptions:
             cuda_graphs=bool(get("cuda_graphs", False)),
             compile_mode=get("compile_mode"),
             cache_dir=Path(cache) if cache else None,
+            decode_threads=int(get("decode_threads", 0) or 0),
         )
 
 

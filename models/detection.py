@@ -153,7 +153,7 @@ class Detector:
         images = [self._to_tensor(f) for f in frames]
         with torch.inference_mode():
             outputs = self.model(images)
-        return [self._postprocess(out) for out in outputs]
+            return self._postprocess_batch(outputs)
 
     def __repr__(self) -> str:
         return (f"Detector(model={self.entry.name!r}, device={str(self.device)!r}, "
@@ -174,17 +174,36 @@ class Detector:
         tensor = torch.from_numpy(frame).to(self.device, non_blocking=True)
         return tensor.permute(2, 0, 1).float().div_(255.0)
 
-    def _postprocess(self, out: Mapping[str, torch.Tensor]) -> Detections:
-        det = Detections(
-            xyxy=out["boxes"].float().cpu().numpy(),
-            score=out["scores"].float().cpu().numpy(),
-            class_id=out["labels"].cpu().numpy(),
-        )
-        keep = det.score >= self.score_threshold
-        if self._class_ids is not None:
-            keep &= np.isin(det.class_id, self._class_ids)
-        det = nms_detections(det[keep], self.iou_threshold)
-        return det[: self.max_detections] if len(det) else Detections.empty()
+    def _postprocess_batch(
+        self, outputs: Sequence[Mapping[str, torch.Tensor]]
+    ) -> list[Detections]:
+        """Threshold, class filter and class-aware NMS where the model ran (GPU NMS on CUDA),
+        then ONE device-to-host copy for the whole batch (not three small ones per frame)."""
+        from models.gpu_ops import nms_keep
+
+        class_ids = None if self._class_ids is None else torch.from_numpy(self._class_ids)
+        kept = []
+        for out in outputs:
+            keep = nms_keep(out["boxes"], out["scores"], out["labels"],
+                            score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+                            class_ids=class_ids, max_detections=self.max_detections)  # fmt: skip
+            kept.append((out["boxes"][keep].float(), out["scores"][keep].float(),
+                         out["labels"][keep].to(torch.float32)))  # fmt: skip
+        counts = [len(k[1]) for k in kept]
+        if not kept or sum(counts) == 0:
+            return [Detections.empty() for _ in outputs]
+        # (n, 6) rows: x1, y1, x2, y2, score, label (labels < 2**24 are exact in float32).
+        host = torch.cat([torch.cat([b, s[:, None], c[:, None]], 1) for b, s, c in kept]).cpu()
+        result = []
+        for rows in torch.split(host, counts):
+            if len(rows) == 0:
+                result.append(Detections.empty())
+                continue
+            arr = rows.numpy()
+            result.append(Detections(xyxy=np.ascontiguousarray(arr[:, :4]),
+                                     score=np.ascontiguousarray(arr[:, 4]),
+                                     class_id=arr[:, 5].astype(np.int64)))  # fmt: skip
+        return result
 
 
 def _class_ids(categories: tuple[str, ...], classes: Sequence[str] | None) -> np.ndarray | None:

@@ -26,7 +26,9 @@ model then raises :class:`PoseUnavailable` with that reason; importing vigil nev
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from torch import nn
 
 from models import weights as weights_registry
 from models.backends import BackendOptions, FrameUploader, accelerate, accelerate_backbone
+from models.gpu_ops import batch_chunks
 from models.perception import StrideSchedule, group_by_size
 from models.results import COCO17_KEYPOINTS, Detections, Poses
 
@@ -49,6 +52,11 @@ KEYPOINT_RCNN = "keypointrcnn_resnet50_fpn"
 PERSON_CLASS_NAMES: tuple[str, ...] = ("__background__", "person")
 #: Longer side, pixels, OpenPifPaf inputs are resized to when ``input_size`` is None.
 DEFAULT_OPENPIFPAF_SIZE = 641
+#: With ``backend.decode_threads``: a batch's network runs in this many chunks, so the CPU
+#: decoder works on one chunk while the device computes the next.
+DECODE_CHUNKS = 2
+#: Longest wait for one image's decode in the pool, s (a hung decoder fails the batch).
+DECODE_TIMEOUT_S = 60.0
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -277,20 +285,45 @@ class _OpenPifPaf(_PoseImpl):
             OpenPifPafCore(net), example, name=f"openpifpaf_{name}", options=opts, static_hw=True
         )
         self.uploader = FrameUploader(opts.device, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+        threads = int(getattr(opts, "decode_threads", 0) or 0)
+        self.pool = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pifpaf-decode")
+            if threads > 0
+            else None
+        )
+        self._local = threading.local()
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[_Raw]:
         h, w = frames[0].shape[:2]
         scale = self.long_edge / max(h, w)
         rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+        sc = (rh / h, rw / w)
         with torch.inference_mode():
             x = self.uploader(frames, size=(rh, rw))
             # Pad right / bottom to 16k+1 (zeros = the mean colour after normalisation).
             ph, pw = self.canvas or (_pad16(rh), _pad16(rw))
             x = nn.functional.pad(x, (0, pw - rw, 0, ph - rh))
-            fields = [f.float().cpu() for f in self.core(x)]
-        return [self.decode([f[i] for f in fields], (rh / h, rw / w)) for i in range(len(frames))]
+            if self.pool is None or len(frames) < 2:
+                fields = [f.float().cpu() for f in self.core(x)]
+                return [self.decode([f[i] for f in fields], sc) for i in range(len(frames))]
+            # Overlap: the pool decodes chunk k on the CPU while the network runs chunk k + 1.
+            futures = []
+            for chunk in batch_chunks(len(frames), DECODE_CHUNKS):
+                fields = [f.float().cpu() for f in self.core(x[chunk.start : chunk.stop])]
+                futures += [self.pool.submit(self._decode_in_pool, [f[i] for f in fields], sc)
+                            for i in range(len(chunk))]  # fmt: skip
+        return [f.result(timeout=DECODE_TIMEOUT_S) for f in futures]
 
-    def decode(self, fields: Sequence[torch.Tensor], scale: tuple[float, float]) -> _Raw:
+    def _decode_in_pool(self, fields: Sequence[torch.Tensor], scale: tuple[float, float]) -> _Raw:
+        # One decoder per pool thread: the CifCaf decoder keeps per-call state.
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:
+            decoder = self._local.decoder = self.opp.decoder.factory(self.head_metas)
+        return self.decode(fields, scale, decoder=decoder)
+
+    def decode(
+        self, fields: Sequence[torch.Tensor], scale: tuple[float, float], decoder: Any = None
+    ) -> _Raw:
         """One image's CIF/CAF fields -> COCO-17 keypoints in frame pixels.
 
         Args:
@@ -298,7 +331,7 @@ class _OpenPifPaf(_PoseImpl):
                 gives them in eval mode.
             scale: ``(sy, sx)`` network-input pixels per frame pixel.
         """
-        annotations = self.decoder(list(fields))
+        annotations = (decoder or self.decoder)(list(fields))
         kps = [np.asarray(a.data, np.float32) for a in annotations]
         kp = np.stack(kps) if kps else np.zeros((0, 17, 3), np.float32)
         kp[:, :, 0] /= scale[1]

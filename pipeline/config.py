@@ -405,6 +405,10 @@ class BackendConfig(_Strict):
     cache_dir: Path | None = Field(
         None, description="ONNX files and TensorRT engines (None: $VIGIL_CACHE or ~/.cache/vigil)"
     )
+    decode_threads: int = Field(
+        0, ge=0, le=64,
+        description="OpenPifPaf: CPU decoder threads overlapping the network (0: inline)",
+    )
 
 
 class VigilConfig(_Strict):
