@@ -9,7 +9,8 @@ Debian's ``/usr/bin/python3`` (GObject introspection is not in the venv)::
 
 and :class:`RtspTestServer` starts and stops it from any Python as a subprocess. Needs the
 Debian packages ``python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
-gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly`` (see :func:`missing_requirements`).
+gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x`` (see
+:func:`missing_requirements`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ DEBIAN_PACKAGES = (
     "gstreamer1.0-plugins-good",
     "gstreamer1.0-plugins-bad",
     "gstreamer1.0-plugins-ugly",
+    "gstreamer1.0-x",  # clockoverlay (pango); without it every DESCRIBE answers 503
 )
 _PROBE = (
     "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0');"
     "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
     "import sys; sys.exit(0 if all(Gst.ElementFactory.find(e) for e in "
-    "('videotestsrc','x264enc','rtph264pay')) else 3)"
+    "('videotestsrc','clockoverlay','x264enc','rtph264pay')) else 3)"
 )
 
 
@@ -220,7 +222,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--user")
     p.add_argument("--password")
-    _serve(p.parse_args(argv))
+    p.add_argument(
+        "--check", action="store_true", help="exit 0 if the server can run here, else say why"
+    )
+    args = p.parse_args(argv)
+    if args.check:
+        missing = missing_requirements()
+        if missing:
+            raise SystemExit(missing)
+        return
+    _serve(args)
 
 
 if __name__ == "__main__":
