@@ -120,7 +120,7 @@ def process_file(
     analytics = (
         analytics_factory()
         if analytics_factory
-        else StreamAnalytics(cfg.people.model_dump(mode="json"))
+        else StreamAnalytics.from_config(cfg.model_dump(mode="json"))
     )
     class_names = tuple(perceiver.class_names)
     out.mkdir(parents=True, exist_ok=True)

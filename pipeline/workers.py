@@ -141,7 +141,7 @@ def analytics_body(
     sent = SentEvents(gen=(resume or {}).get("restart", 0))
     if resume:
         ctx.send(out, {"kind": "tracks_lost", "restart": resume["restart"]})
-    analytics = StreamAnalytics(cfg["people"])
+    analytics = StreamAnalytics.from_config(cfg)
 
     def send_event(event: dict[str, Any], eid: list[int] | None = None) -> None:
         ctx.send(out, {"kind": "event", "event": event, "eid": eid or sent.number(event)})
