@@ -192,6 +192,33 @@ def make_zone_analytics(
     return ZoneAnalytics(zones, lines, rules, width, height)
 
 
+def clip_recorder_from_config(cfg: dict[str, Any], out_dir: Any, deterministic: bool) -> Any:
+    """The publish side's :class:`stream.clips.ClipRecorder` for ``cfg`` (a whole config as a
+    dict), or None when no alert asks for a clip."""
+    pre = [a["clip"]["pre_s"] for a in cfg.get("alerts") or [] if a.get("clip")]
+    if not pre:
+        return None
+    from stream.clips import ClipRecorder
+
+    out = cfg["output"]
+    mb = 1 << 20
+    return ClipRecorder(
+        out_dir,
+        max_pre_s=max(pre),
+        deterministic=deterministic,
+        buffer_bytes=int(out.get("clip_buffer_mb", 512.0) * mb),
+        max_age_s=out.get("clips_max_age_s"),
+        max_bytes=int(out["clips_max_mb"] * mb) if out.get("clips_max_mb") else None,
+        codec=out.get("video_codec", "libx264"),
+        crf=out.get("video_crf", 23),
+    )
+
+
+def clip_event(stream_id: str, fields: dict[str, Any], frame: Any, pts: Any, ts: float) -> dict:
+    """An ``alert.clip`` event of :meth:`stream.clips.ClipRecorder` ``fields``."""
+    return ev.make_event("alert.clip", stream_id, frame=frame, pts=pts, ts=ts, **fields)
+
+
 class ClipPlanner:
     """Names each alert's clip and snapshot (paths relative to the output folder) and its
     window in stream ``pts``: ``pre_s`` before the trigger to ``post_s`` after it. An alert
