@@ -108,7 +108,7 @@ def process_file(
         stream.sources.SourceError: the file is missing, empty, not a video, holds no decodable
             frame, or changes frame size midway (the annotated video is then not kept).
     """
-    from pipeline.annotate import annotate
+    from pipeline.annotate import SceneOverlay, annotate
     from stream.sinks import EventPublisher, VideoFileSink
     from stream.sources import SourceError, open_source
 
@@ -138,8 +138,12 @@ def process_file(
     if clips is not None:
         clips.open_stream(stream_id, info.width, info.height, info.fps, info.time_base)
 
+    overlay = SceneOverlay([z.model_dump(mode="json") for z in cfg.zones],
+                           [ln.model_dump(mode="json") for ln in cfg.lines])  # fmt: skip
+
     def publish(event: dict[str, Any]) -> None:
         event = publisher.publish(event)
+        overlay.event(event)
         if clips is not None and event["type"] == "alert":
             clips.alert(event)
 
@@ -178,7 +182,7 @@ def process_file(
                 )
                 for event in analytics.update(result):
                     publish(event)
-                drawn = annotate(frame.rgb, result) if video or clips else None
+                drawn = annotate(frame.rgb, result, overlay=overlay) if video or clips else None
                 if video is not None:
                     video.write(drawn, frame.pts_raw)
                 if clips is not None:

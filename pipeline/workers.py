@@ -269,7 +269,7 @@ def publish_body(
     the dead process had not journaled (see :class:`pipeline.analytics.EventGate`).
     """
     from pipeline.analytics import EventGate, OpenTracks, clip_event, clip_recorder_from_config
-    from pipeline.annotate import annotate
+    from pipeline.annotate import SceneOverlay, annotate
     from stream.sinks import EventPublisher, JpegFrameFeed
 
     out_cfg, pub_cfg = cfg["output"], cfg["publish"]
@@ -324,6 +324,7 @@ def publish_body(
     live = cfg["runtime"].get("mode") == "live"
     clips = clip_recorder_from_config(cfg, out_dir, deterministic=not live)
     last_seen: dict[str, tuple[int, float, float]] = {}  # stream -> frame, pts, ts (live clips)
+    overlay = SceneOverlay(cfg.get("zones") or [], cfg.get("lines") or [])
     mode = "a" if restart else "w"
     timings = open(out_dir / "timings.jsonl", mode) if out_cfg["timings"] else None  # noqa: SIM115
     records = open(out_dir / "detections.jsonl", mode) if out_cfg["detections"] else None  # noqa: SIM115
@@ -364,6 +365,7 @@ def publish_body(
         event = publisher.publish(event, meta)
         ctx.metrics.inc("vigil_events_published", type=event["type"])
         tracks.event(event)
+        overlay.event(event)
         if tap is not None:
             tap.event(event)
         if clips is not None and event["type"] == "alert":
@@ -415,7 +417,7 @@ def publish_body(
                 result = FrameResult.from_wire(header["result"], arrays)
                 ctx.maybe_fault(result.frame_idx)
                 sid = result.stream_id
-                drawn = annotate(reader.view(header["addr"]), result)
+                drawn = annotate(reader.view(header["addr"]), result, overlay=overlay)
                 addr = header["addr"]
                 ctx.send(
                     credit_socket(sid),
