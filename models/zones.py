@@ -102,21 +102,30 @@ def points_in_polygons(points: np.ndarray, polygons: list[np.ndarray]) -> np.nda
     are tested at once (one ray cast over every edge), so 100 points x 20 zones is a few
     array operations.
     """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if not polygons:
-        return np.zeros((len(points), 0), bool)
-    a = np.concatenate([np.asarray(p, np.float64) for p in polygons])
-    b = np.concatenate([np.roll(np.asarray(p, np.float64), -1, axis=0) for p in polygons])
-    starts = np.cumsum([0] + [len(p) for p in polygons[:-1]])
-    if len(points) == 0:
-        return np.zeros((0, len(polygons)), bool)
-    px, py = points[:, :1], points[:, 1:]
-    ax, ay, bx, by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
-    straddles = (ay > py) != (by > py)  # (n, E)
-    dy = np.where(by == ay, 1.0, by - ay)  # horizontal edges never straddle; avoid 0/0
-    x_cross = ax + (py - ay) * (bx - ax) / dy
-    crossings = (straddles & (px < x_cross)).astype(np.int32)
-    return (np.add.reduceat(crossings, starts, axis=1) % 2).astype(bool)
+    return _PolygonSet(polygons).contains(points)
+
+
+class _PolygonSet:
+    """The edges of several polygons, laid out once for :meth:`contains`."""
+
+    def __init__(self, polygons: list[np.ndarray]) -> None:
+        self.n = len(polygons)
+        if not polygons:
+            return
+        a = np.concatenate([np.asarray(p, np.float64) for p in polygons])
+        b = np.concatenate([np.roll(np.asarray(p, np.float64), -1, axis=0) for p in polygons])
+        self.ax, self.ay, self.bx, self.by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
+        self.slope = (self.bx - self.ax) / np.where(self.by == self.ay, 1.0, self.by - self.ay)
+        self.starts = np.cumsum([0] + [len(p) for p in polygons[:-1]])
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if self.n == 0 or len(points) == 0:
+            return np.zeros((len(points), self.n), bool)
+        px, py = points[:, :1], points[:, 1:]
+        straddles = (self.ay > py) != (self.by > py)  # (n, E); horizontal edges never do
+        crossings = straddles & (px < self.ax + (py - self.ay) * self.slope)
+        return (np.add.reduceat(crossings.astype(np.int32), self.starts, axis=1) % 2).astype(bool)
 
 
 @dataclass
@@ -126,20 +135,19 @@ class _Stay:
 
 
 @dataclass
-class _TrackState:
+class _Track:
     label: str
-    inside: np.ndarray  # (z,) bool, debounced
-    run: np.ndarray  # (z,) int, consecutive frames the raw state disagreed with ``inside``
-    run_start: np.ndarray  # (z,) float, pts of the first frame of that run
+    slot: int  # row of the track in the state arrays
     stays: dict[int, _Stay] = field(default_factory=dict)  # zone index -> open stay
-    side: np.ndarray | None = None  # (l,) int8: debounced side of each line (0: none yet)
-    side_run: np.ndarray | None = None  # (l,) frames the other side has held
-    side_from: np.ndarray | None = None  # (l, 2): last anchor on the debounced side
     last_pts: float = 0.0
 
 
 class ZoneAnalytics:
     """Zones, lines and alert rules of one stream of ``width`` x ``height`` pixels.
+
+    Per-track state lives in arrays (a row per track, reused after the track ends), so a frame
+    costs a few array operations over all tracks x zones and tracks x lines; Python loops run
+    only over the changes (enters, exits, dwells, crossings).
 
     Args:
         zones, lines, rules: the stream's zones, lines and alert rules (in config order).
@@ -156,19 +164,28 @@ class ZoneAnalytics:
     ) -> None:
         self.zones, self.lines, self.rules = list(zones), list(lines), list(rules)
         scale = np.array([width, height], np.float64)
-        self._polys = [
-            np.asarray(z.polygon, np.float64) * (1.0 if z.pixels else scale) for z in self.zones
-        ]
-        self._segs = [
+        self._polys = _PolygonSet(
+            [np.asarray(z.polygon, np.float64) * (1.0 if z.pixels else scale) for z in self.zones]
+        )
+        segs = [
             np.asarray(ln.points, np.float64) * (1.0 if ln.pixels else scale) for ln in self.lines
         ]
+        self._segs = segs
+        self._p1 = np.array([s[0] for s in segs]).reshape(-1, 2)
+        self._dir = np.array([s[1] - s[0] for s in segs]).reshape(-1, 2)
         self._zone_index = {z.name: i for i, z in enumerate(self.zones)}
         for rule in self.rules:
             if rule.zone is not None and rule.zone not in self._zone_index:
                 raise ValueError(f"alert {rule.name!r}: unknown zone {rule.zone!r}")
         self._inertia = np.array([z.inertia_frames for z in self.zones], np.int64)
+        self._dwell_s = np.array(
+            [np.inf if z.dwell_s is None else z.dwell_s for z in self.zones], np.float64
+        )
         self._line_inertia = np.array([ln.inertia_frames for ln in self.lines], np.int64)
-        self._tracks: dict[int, _TrackState] = {}
+        self._applies_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._tracks: dict[int, _Track] = {}
+        self._free: list[int] = []
+        self._alloc(64)
         self.count_in = [0] * len(self.lines)
         self.count_out = [0] * len(self.lines)
         # zone.count debounce per (zone, label): published count, candidate, frames held.
@@ -185,8 +202,8 @@ class ZoneAnalytics:
         xyxy: np.ndarray,
         labels: list[str],
         track_ids: np.ndarray | None,
-        forecasts: list[Any] = (),  # type: ignore[assignment]
-        ended: list[int] = (),  # type: ignore[assignment]
+        forecasts: Any = (),
+        ended: Any = (),
     ) -> list[Event]:
         """Events of one frame.
 
@@ -196,36 +213,40 @@ class ZoneAnalytics:
             labels: ``n`` class names.
             track_ids: ``(n,)`` track ids (-1: untracked), or None.
             forecasts: the frame's :class:`models.results.ActionForecast` objects.
-            ended: tracks that ended at this frame (their stays end with a ``zone.exit``).
+            ended: ids of the tracks that ended at this frame (open stays get a ``zone.exit``).
         """
         pts = float(pts)
         n = len(labels)
-        tids = (
-            np.full(n, -1, np.int64) if track_ids is None else np.asarray(track_ids, np.int64)
-        )
-        pts_anchor = anchors(xyxy)
-        inside = points_in_polygons(pts_anchor, self._polys)  # (n, z)
+        tids = np.full(n, -1, np.int64) if track_ids is None else np.asarray(track_ids, np.int64)
+        feet = anchors(xyxy)
+        inside = self._polys.contains(feet)  # (n, z)
         exits: list[Event] = []
+        for tid in sorted(int(t) for t in ended):
+            exits += self._end_track(tid, pts)
+        rows = sorted((int(t), i) for i, t in enumerate(tids.tolist()) if t >= 0)
         enters: list[Event] = []
         dwells: list[Event] = []
         crosses: list[Event] = []
-        for tid in sorted(int(t) for t in ended):
-            exits += self._end_track(tid, pts)
-        order = sorted((int(t), i) for i, t in enumerate(tids.tolist()) if t >= 0)
-        for tid, i in order:
-            state = self._tracks.get(tid)
-            if state is None:
-                state = self._new_state(labels[i])
-                self._tracks[tid] = state
-            state.last_pts = pts
-            ex, en, dw = self._zones_step(tid, state, inside[i], pts)
-            exits += ex
-            enters += en
-            dwells += dw
+        if rows:
+            order = np.array([i for _, i in rows])
+            tracks = []
+            for tid, i in rows:
+                track = self._tracks.get(tid)
+                if track is None:
+                    track = self._tracks[tid] = _Track(labels[i], self._take_slot())
+                track.last_pts = pts
+                tracks.append((tid, track))
+            slots = np.array([t.slot for _, t in tracks])
+            zone_ok, line_ok = self._applies([labels[i] for i in order])
+            if self.zones:
+                ex, en, dw = self._zones_step(tracks, slots, inside[order] & zone_ok, pts)
+                exits += ex
+                enters += en
+                dwells += dw
             if self.lines:
-                crosses += self._lines_step(tid, state, pts_anchor[i])
+                crosses = self._lines_step(tracks, slots, feet[order], line_ok)
         counts = self._count_step(inside, labels)
-        alerts = self._alerts_step(pts, forecasts, dwells)
+        alerts = self._alerts_step(pts, forecasts)
         return exits + enters + dwells + crosses + counts + alerts
 
     def finish(self, pts: float | None = None) -> list[Event]:
@@ -233,8 +254,8 @@ class ZoneAnalytics:
         Occupancy counts go back to 0 silently (a new stream segment starts empty)."""
         events: list[Event] = []
         for tid in sorted(self._tracks):
-            state = self._tracks[tid]
-            events += self._end_track(tid, state.last_pts if pts is None else pts)
+            track = self._tracks[tid]
+            events += self._end_track(tid, track.last_pts if pts is None else pts)
         self._counts.clear()
         self._count_cand.clear()
         self._last_fired.clear()
@@ -247,66 +268,104 @@ class ZoneAnalytics:
             out.setdefault(self.zones[zi].name, {})[label] = count
         return out
 
+    # --- state rows -------------------------------------------------------------------------
+
+    def _alloc(self, cap: int) -> None:
+        z, nl = len(self.zones), len(self.lines)
+        old = getattr(self, "_cap", 0)
+
+        def grow(name: str, shape: tuple[int, ...], dtype: Any, fill: Any) -> None:
+            arr = np.full((cap, *shape), fill, dtype)
+            if old:
+                arr[:old] = getattr(self, name)
+            setattr(self, name, arr)
+
+        grow("_in", (z,), bool, False)  # debounced inside
+        grow("_run", (z,), np.int64, 0)  # frames the raw state has disagreed with it
+        grow("_run_start", (z,), np.float64, 0.0)  # pts of the first of those frames
+        grow("_stay_start", (z,), np.float64, np.nan)  # open stay's start (NaN: none)
+        grow("_dwelt", (z,), bool, False)  # zone.dwell sent for the open stay
+        grow("_side", (nl,), np.int8, 0)  # debounced side of each line (0: none yet)
+        grow("_side_run", (nl,), np.int64, 0)  # frames the other side has held
+        grow("_side_from", (nl, 2), np.float64, 0.0)  # last anchor on the debounced side
+        self._free += list(range(cap - 1, old - 1, -1))
+        self._cap = cap
+
+    def _take_slot(self) -> int:
+        if not self._free:
+            self._alloc(self._cap * 2)
+        slot = self._free.pop()
+        for name, fill in (("_in", False), ("_run", 0), ("_run_start", 0.0),
+                           ("_stay_start", np.nan), ("_dwelt", False), ("_side", 0),
+                           ("_side_run", 0), ("_side_from", 0.0)):  # fmt: skip
+            getattr(self, name)[slot] = fill
+        return slot
+
+    def _applies(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, z)`` and ``(n, l)`` bool: whether each zone and line counts each label."""
+        rows = []
+        for label in labels:
+            if label not in self._applies_cache:
+                self._applies_cache[label] = (
+                    np.array([_counts(z.classes, label) for z in self.zones], bool),
+                    np.array([_counts(ln.classes, label) for ln in self.lines], bool),
+                )
+            rows.append(self._applies_cache[label])
+        zone_ok = np.array([r[0] for r in rows], bool).reshape(len(labels), len(self.zones))
+        line_ok = np.array([r[1] for r in rows], bool).reshape(len(labels), len(self.lines))
+        return zone_ok, line_ok
+
     # --- zones ------------------------------------------------------------------------------
 
-    def _new_state(self, label: str) -> _TrackState:
-        z, nl = len(self.zones), len(self.lines)
-        return _TrackState(
-            label=label,
-            inside=np.zeros(z, bool),
-            run=np.zeros(z, np.int64),
-            run_start=np.zeros(z, np.float64),
-            side=np.zeros(nl, np.int8),
-            side_run=np.zeros(nl, np.int64),
-            side_from=np.zeros((nl, 2), np.float64),
-        )
-
-    def _applies(self, classes: tuple[str, ...] | None, label: str) -> bool:
-        return classes is None or label in classes
-
     def _zones_step(
-        self, tid: int, st: _TrackState, raw: np.ndarray, pts: float
+        self, tracks: list[tuple[int, _Track]], slots: np.ndarray, raw: np.ndarray, pts: float
     ) -> tuple[list[Event], list[Event], list[Event]]:
         exits: list[Event] = []
         enters: list[Event] = []
         dwells: list[Event] = []
-        if not len(self.zones):
-            return exits, enters, dwells
-        differs = raw != st.inside
-        st.run_start = np.where(differs & (st.run == 0), pts, st.run_start)
-        st.run = np.where(differs, st.run + 1, 0)
-        for zi in np.flatnonzero(st.run >= self._inertia).tolist():
-            zone = self.zones[zi]
-            st.inside[zi] = raw[zi]
-            st.run[zi] = 0
-            if not self._applies(zone.classes, st.label):
-                continue
-            base = {"track": tid, "label": st.label, "zone": zone.name}
-            if raw[zi]:
-                st.stays[zi] = _Stay(start_pts=float(st.run_start[zi]))
+        state, run, run_start = self._in[slots], self._run[slots], self._run_start[slots]
+        differs = raw != state
+        run_start = np.where(differs & (run == 0), pts, run_start)
+        run = np.where(differs, run + 1, 0)
+        flips = run >= self._inertia
+        state = np.where(flips, raw, state)
+        run[flips] = 0
+        self._in[slots], self._run[slots], self._run_start[slots] = state, run, run_start
+        for k, zi in zip(*np.nonzero(flips)):  # row-major: by track, then zone
+            tid, track = tracks[k]
+            base = {"track": tid, "label": track.label, "zone": self.zones[zi].name}
+            slot = int(slots[k])
+            if raw[k, zi]:
+                start = float(run_start[k, zi])
+                track.stays[int(zi)] = _Stay(start_pts=start)
+                self._stay_start[slot, zi], self._dwelt[slot, zi] = start, False
                 enters.append(("zone.enter", base))
             else:
-                stay = st.stays.pop(zi, None)
+                stay = track.stays.pop(int(zi), None)
+                self._stay_start[slot, zi] = np.nan
                 if stay is not None:
-                    dwell = round(float(st.run_start[zi]) - stay.start_pts, 6)
+                    dwell = round(float(run_start[k, zi]) - stay.start_pts, 6)
                     exits.append(("zone.exit", {**base, "dwell_s": dwell}))
-        for zi, stay in sorted(st.stays.items()):
-            zone = self.zones[zi]
-            if zone.dwell_s is not None and not stay.dwell_emitted:
-                if pts - stay.start_pts >= zone.dwell_s:
-                    stay.dwell_emitted = True
-                    fields = {"track": tid, "label": st.label, "zone": zone.name}
-                    dwells.append(("zone.dwell", {**fields, "dwell_s": _dwell(pts, stay)}))
+        with np.errstate(invalid="ignore"):
+            due = (pts - self._stay_start[slots] >= self._dwell_s) & ~self._dwelt[slots]
+        for k, zi in zip(*np.nonzero(due)):
+            tid, track = tracks[k]
+            self._dwelt[slots[k], zi] = True
+            stay = track.stays[int(zi)]
+            stay.dwell_emitted = True
+            fields = {"track": tid, "label": track.label, "zone": self.zones[zi].name}
+            dwells.append(("zone.dwell", {**fields, "dwell_s": _dwell(pts, stay)}))
         return exits, enters, dwells
 
     def _end_track(self, tid: int, pts: float) -> list[Event]:
-        st = self._tracks.pop(tid, None)
-        if st is None:
+        track = self._tracks.pop(tid, None)
+        if track is None:
             return []
+        self._free.append(track.slot)
         events: list[Event] = []
-        for zi, stay in sorted(st.stays.items()):
-            fields = {"track": tid, "label": st.label, "zone": self.zones[zi].name}
-            events.append(("zone.exit", {**fields, "dwell_s": _dwell(st.last_pts, stay)}))
+        for zi, stay in sorted(track.stays.items()):
+            fields = {"track": tid, "label": track.label, "zone": self.zones[zi].name}
+            events.append(("zone.exit", {**fields, "dwell_s": _dwell(track.last_pts, stay)}))
         for key in [k for k in self._last_fired if k[1] == tid]:
             del self._last_fired[key]
         self._dwell_fired = {k for k in self._dwell_fired if k[1] != tid}
@@ -314,59 +373,69 @@ class ZoneAnalytics:
 
     def _count_step(self, inside: np.ndarray, labels: list[str]) -> list[Event]:
         events: list[Event] = []
-        for zi, zone in enumerate(self.zones):
-            raw: dict[str, int] = {}
-            for i in np.flatnonzero(inside[:, zi]).tolist():
-                if self._applies(zone.classes, labels[i]):
-                    raw[labels[i]] = raw.get(labels[i], 0) + 1
-            known = {label for (z, label) in self._counts if z == zi}
-            known |= {label for (z, label) in self._count_cand if z == zi}
-            for label in sorted(known | set(raw)):
-                key, now = (zi, label), raw.get(label, 0)
-                if now == self._counts.get(key, 0):
-                    self._count_cand.pop(key, None)
-                    continue
-                cand, held = self._count_cand.get(key, (None, 0))
-                held = held + 1 if cand == now else 1
-                if held < zone.inertia_frames:
-                    self._count_cand[key] = (now, held)
-                    continue
+        if not self.zones:
+            return events
+        zone_ok, _ = self._applies(labels)
+        hits = inside & zone_ok
+        present = np.flatnonzero(hits.any(axis=1)) if len(labels) else []
+        raw: dict[tuple[int, str], int] = {}
+        for i in present:
+            for zi in np.flatnonzero(hits[i]).tolist():
+                raw[zi, labels[i]] = raw.get((zi, labels[i]), 0) + 1
+        for key in sorted(set(raw) | set(self._counts) | set(self._count_cand)):
+            zi, label = key
+            now = raw.get(key, 0)
+            if now == self._counts.get(key, 0):
                 self._count_cand.pop(key, None)
-                self._counts[key] = now
-                events.append(("zone.count", {"zone": zone.name, "label": label, "count": now}))
+                continue
+            cand, held = self._count_cand.get(key, (None, 0))
+            held = held + 1 if cand == now else 1
+            if held < self.zones[zi].inertia_frames:
+                self._count_cand[key] = (now, held)
+                continue
+            self._count_cand.pop(key, None)
+            self._counts[key] = now
+            events.append(
+                ("zone.count", {"zone": self.zones[zi].name, "label": label, "count": now})
+            )
         return events
 
     # --- lines ------------------------------------------------------------------------------
 
-    def _lines_step(self, tid: int, st: _TrackState, anchor: np.ndarray) -> list[Event]:
+    def _lines_step(
+        self,
+        tracks: list[tuple[int, _Track]],
+        slots: np.ndarray,
+        feet: np.ndarray,
+        line_ok: np.ndarray,
+    ) -> list[Event]:
         events: list[Event] = []
-        assert st.side is not None and st.side_run is not None and st.side_from is not None
-        for li, (seg, line) in enumerate(zip(self._segs, self.lines)):
-            if not self._applies(line.classes, st.label):
+        rel_x = feet[:, :1] - self._p1[:, 0]  # (n, l)
+        rel_y = feet[:, 1:] - self._p1[:, 1]
+        side = np.sign(self._dir[:, 0] * rel_y - self._dir[:, 1] * rel_x).astype(np.int8)
+        side[~line_ok] = 0  # a line that does not count the label never sees it
+        cur, run = self._side[slots], self._side_run[slots]
+        frm = self._side_from[slots]
+        seen = side != 0
+        first = seen & (cur == 0)
+        same = seen & (side == cur)
+        other = seen & ~first & ~same
+        run = np.where(other, run + 1, np.where(same, 0, run))
+        held = other & (run >= self._line_inertia)
+        before = frm.copy()
+        cur = np.where(first | held, side, cur)
+        run[held] = 0
+        moved = first | same | held
+        frm[moved] = np.broadcast_to(feet[:, None, :], frm.shape)[moved]
+        self._side[slots], self._side_run[slots], self._side_from[slots] = cur, run, frm
+        for k, li in zip(*np.nonzero(held)):  # by track, then line
+            p1, p2 = self._segs[li]
+            # Counted only if the path from the last anchor on the old side meets the segment
+            # itself (not its extension beyond the end points).
+            if not _meets_segment(before[k, li], feet[k], p1, p2):
                 continue
-            p1, p2 = seg
-            d = p2 - p1
-            cross = d[0] * (anchor[1] - p1[1]) - d[1] * (anchor[0] - p1[0])
-            side = int(np.sign(cross))
-            if side == 0:
-                continue  # on the line: no side yet
-            if st.side[li] == 0:
-                st.side[li], st.side_from[li] = side, anchor
-                continue
-            if side == st.side[li]:
-                st.side_run[li] = 0
-                st.side_from[li] = anchor
-                continue
-            st.side_run[li] += 1
-            if st.side_run[li] < self._line_inertia[li]:
-                continue
-            # The new side held: count it if the path from the last anchor on the old side
-            # meets the segment (not its extension beyond the end points).
-            before = st.side_from[li].copy()
-            st.side[li], st.side_run[li], st.side_from[li] = side, 0, anchor
-            if not _meets_segment(before, anchor, p1, p2):
-                continue
-            direction = "in" if side < 0 else "out"
+            tid, track = tracks[k]
+            direction = "in" if side[k, li] < 0 else "out"
             if direction == "in":
                 self.count_in[li] += 1
             else:
@@ -376,8 +445,8 @@ class ZoneAnalytics:
                     "line.cross",
                     {
                         "track": tid,
-                        "label": st.label,
-                        "line": line.name,
+                        "label": track.label,
+                        "line": self.lines[li].name,
                         "direction": direction,
                         "count_in": self.count_in[li],
                         "count_out": self.count_out[li],
@@ -388,7 +457,7 @@ class ZoneAnalytics:
 
     # --- alerts -----------------------------------------------------------------------------
 
-    def _alerts_step(self, pts: float, forecasts: Any, dwells: list[Event]) -> list[Event]:
+    def _alerts_step(self, pts: float, forecasts: Any) -> list[Event]:
         if not self.rules:
             return []
         events: list[Event] = []
@@ -455,6 +524,10 @@ class ZoneAnalytics:
                 "reason": reason,
             },
         )
+
+
+def _counts(classes: tuple[str, ...] | None, label: str) -> bool:
+    return classes is None or label in classes
 
 
 def _dwell(pts: float, stay: _Stay) -> float:
