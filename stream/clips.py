@@ -329,7 +329,8 @@ def encode_mp4(
     rate = Fraction(fps).limit_denominator(1001 * 1000) if fps > 0 else Fraction(25)
     if codec not in av.codecs_available:
         codec = "mpeg4"
-    container = av.open(str(tmp), mode="w", format="mp4")
+    # faststart: the index first, so a browser plays the clip while it downloads.
+    container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
     try:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
