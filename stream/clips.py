@@ -66,6 +66,8 @@ class _Job:
     clip: str  # relative path of the MP4
     start: float
     end: float
+    time_base: Fraction
+    fps: float
     alerts: list[dict[str, Any]] = field(default_factory=list)  # name, track, snapshot, frame
     frames: list[_Frame] = field(default_factory=list)
     snapshots: dict[str, np.ndarray] = field(default_factory=dict)  # relative path -> rgb
@@ -147,7 +149,14 @@ class ClipRecorder:
         if st.job is not None and st.job.clip != event["clip"]:
             self._submit(st, st.job)  # another clip: the planner closed the open one
         if st.job is None:
-            job = _Job(event["stream"], event["clip"], event["clip_start"], event["clip_end"])
+            job = _Job(
+                event["stream"],
+                event["clip"],
+                event["clip_start"],
+                event["clip_end"],
+                st.time_base,
+                st.fps,
+            )
             job.frames = [f for f in st.buffer if f.pts >= job.start - 1e-6]
             st.job = job
         st.job.end = max(st.job.end, event["clip_end"])
@@ -191,16 +200,24 @@ class ClipRecorder:
         return self._due(st, item.pts)
 
     def finish_stream(self, stream: str) -> list[dict[str, Any]]:
-        """The stream ended: close its open clip at its last frame, wait (at most ``wait_s``
-        each) for its clips to be written, and return their ``alert.clip`` fields."""
-        st = self._streams.pop(stream, None)
+        """The stream ended (or went offline): close its open clip at its last frame and
+        forget its pre-roll. Deterministic mode: wait (at most ``wait_s`` each) for its clips
+        and return all their ``alert.clip`` fields; live mode: those written already (the
+        rest come through :meth:`poll`). The stream stays known (a camera comes back)."""
+        st = self._streams.get(stream)
         if st is None:
             return []
         if st.job is not None:
             self._submit(st, st.job)
+        st.buffer.clear()
+        st.buffer_bytes = 0
         out = []
-        for job in st.pending:
-            job.done.wait(self.wait_s)
+        for job in list(st.pending):
+            if self.deterministic:
+                job.done.wait(self.wait_s)
+            elif not job.done.is_set():
+                continue
+            st.pending.remove(job)
             out.append(self._announce(job))
         return out
 
@@ -310,10 +327,9 @@ class ClipRecorder:
             if jpeg is None:
                 raise ValueError(f"snapshot {rel}: the JPEG encoder refused the frame")
             _write_atomic(self.out_dir / rel, jpeg)
-        st = self._streams.get(job.stream)
-        time_base = st.time_base if st is not None else Fraction(1, 90000)
-        fps = st.fps if st is not None else 25.0
-        encode_mp4(self.out_dir / job.clip, job.frames, time_base, fps, self.codec, self.crf)
+        encode_mp4(
+            self.out_dir / job.clip, job.frames, job.time_base, job.fps, self.codec, self.crf
+        )
 
 
 def encode_mp4(

@@ -194,7 +194,12 @@ def test_stream_end_closes_and_announces_open_clip(tmp_path: Path, deterministic
     rec = recorder(tmp_path, deterministic=deterministic)
     try:
         run(rec, 25, {20: alert(20, "clips/cam1/a.mp4", 1.0, 5.0)})
-        (fields,) = rec.finish_stream("cam1")
+        done = rec.finish_stream("cam1")
+        deadline = time.monotonic() + 60
+        while not deterministic and not done and time.monotonic() < deadline:
+            done = [f for _, f in rec.poll()]  # live: announced once written, never waited for
+            time.sleep(0.05)
+        (fields,) = done
     finally:
         rec.close()
     assert fields["status"] == "written" and fields["clip_end"] == 2.4 and fields["frames"] == 15
