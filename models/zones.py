@@ -73,7 +73,9 @@ class AlertRule:
     """An alert: fires when a track's forecast of ``action`` at ``horizon_s`` (None: any
     horizon) has ``p >= p_min``, or when a track has stayed ``dwell_s`` in a zone; with
     ``zone`` set, only while the track is in that zone. At most once per ``cooldown_s`` of
-    stream time per (rule, track); a dwell rule fires once per stay."""
+    stream time per (rule, track); a dwell rule fires once per stay. A forecast rule needs
+    ``persist_frames`` consecutive qualifying forecasts of the track (one confident frame is
+    often a glitch of the forecaster)."""
 
     name: str
     severity: str = "medium"
@@ -83,6 +85,7 @@ class AlertRule:
     p_min: float = 0.5
     zone: str | None = None
     dwell_s: float | None = None
+    persist_frames: int = 2
 
     def __post_init__(self) -> None:
         if (self.action is None) == (self.dwell_s is None):
@@ -192,6 +195,7 @@ class ZoneAnalytics:
         self._counts: dict[tuple[int, str], int] = {}
         self._count_cand: dict[tuple[int, str], tuple[int, int]] = {}
         self._last_fired: dict[tuple[int, int], float] = {}  # (rule, track) -> pts
+        self._persist: dict[tuple[int, int], int] = {}  # (rule, track) -> qualifying in a row
         self._dwell_fired: set[tuple[int, int, int, float]] = set()  # (rule, track, zone, stay)
 
     # --- public -----------------------------------------------------------------------------
@@ -259,6 +263,7 @@ class ZoneAnalytics:
         self._counts.clear()
         self._count_cand.clear()
         self._last_fired.clear()
+        self._persist.clear()
         return events
 
     def occupancy(self) -> dict[str, dict[str, int]]:
@@ -368,6 +373,8 @@ class ZoneAnalytics:
             events.append(("zone.exit", {**fields, "dwell_s": _dwell(track.last_pts, stay)}))
         for key in [k for k in self._last_fired if k[1] == tid]:
             del self._last_fired[key]
+        for key in [k for k in self._persist if k[1] == tid]:
+            del self._persist[key]
         self._dwell_fired = {k for k in self._dwell_fired if k[1] != tid}
         return events
 
@@ -478,8 +485,16 @@ class ZoneAnalytics:
                         p = float(f.probs.get(rule.action, 0.0))
                         if p >= rule.p_min and (best is None or p > best[0]):
                             best = (p, f.horizon_s)
-                    if best is None or not self._cooled(ri, tid, pts, rule):
+                    if not any(
+                        rule.horizon_s is None or abs(f.horizon_s - rule.horizon_s) <= 1e-6
+                        for f in by_track[tid]
+                    ):
+                        continue  # no forecast of that horizon this frame: the run goes on
+                    held = self._persist.get((ri, tid), 0) + 1 if best is not None else 0
+                    self._persist[ri, tid] = held
+                    if held < rule.persist_frames or not self._cooled(ri, tid, pts, rule):
                         continue
+                    assert best is not None
                     reason = {
                         "action": rule.action,
                         "horizon_s": best[1],

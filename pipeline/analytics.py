@@ -184,6 +184,7 @@ def make_zone_analytics(
             p_min=a["when"].get("p_min", 0.5),
             zone=a["when"].get("zone"),
             dwell_s=a["when"].get("dwell_s"),
+            persist_frames=a["when"].get("persist_frames", 2),
         )
         for a in mine(scene["alerts"])
     ]

@@ -409,6 +409,9 @@ class AlertWhen(_Strict):
     action: str | None = Field(None, description="forecast action that fires (e.g. fall)")
     horizon_s: float | None = Field(None, ge=0, description="forecast horizon (None: any)")
     p_min: float = Field(0.5, ge=0, le=1, description="min forecast probability")
+    persist_frames: int = Field(
+        2, ge=1, le=1000, description="consecutive forecasts of the track with p >= p_min"
+    )
     dwell_s: float | None = Field(None, gt=0, description="fires when a stay lasts this long")
     zone: str | None = Field(None, description="only while the track is in this zone")
 

@@ -130,7 +130,9 @@ def forecast(tid: int, p_fall: float, horizon: float = 0.5) -> ActionForecast:
 
 
 def test_alert_cooldown_per_rule_and_track():
-    rule = AlertRule("fall", "high", cooldown_s=30, action="fall", horizon_s=0.5, p_min=0.6)
+    rule = AlertRule(
+        "fall", "high", cooldown_s=30, action="fall", horizon_s=0.5, p_min=0.6, persist_frames=1
+    )
     za = ZoneAnalytics([], [], [rule], W, H)
     fired = []
     for i in range(100):  # 10 s of confident fall forecasts for two tracks
@@ -147,7 +149,7 @@ def test_alert_cooldown_per_rule_and_track():
 
 
 def test_alert_threshold_horizon_and_zone():
-    rule = AlertRule("fall", action="fall", horizon_s=1.0, p_min=0.6, zone="left")
+    rule = AlertRule("fall", action="fall", horizon_s=1.0, p_min=0.6, zone="left", persist_frames=1)
     zone = Zone("left", LEFT_HALF.polygon, inertia_frames=1)
     za = ZoneAnalytics([zone], [], [rule], W, H)
     assert kinds(step(za, 0.0, {1: (10, 90)}, forecasts=[forecast(1, 0.9, 0.5)])) == [
@@ -157,6 +159,23 @@ def test_alert_threshold_horizon_and_zone():
     assert "alert" not in kinds(step(za, 0.1, {1: (10, 90)}, forecasts=[forecast(1, 0.5, 1.0)]))
     assert "alert" not in kinds(step(za, 0.2, {2: (80, 90)}, forecasts=[forecast(2, 0.9, 1.0)]))
     assert "alert" in kinds(step(za, 0.3, {1: (10, 90)}, forecasts=[forecast(1, 0.9, 1.0)]))
+
+
+def test_one_confident_forecast_frame_is_not_an_alert():
+    """Fault: a single-frame spike of the forecaster (seen on the sim pack: p(fall) 1.0 for one
+    frame of a walking figure) must not raise a fall alert."""
+    rule = AlertRule("fall", action="fall", horizon_s=0.5, p_min=0.6, persist_frames=2)
+    za = ZoneAnalytics([], [], [rule], W, H)
+    fired = []
+    for i, p in enumerate([0.1, 1.0, 0.4, 0.9, 0.2, 0.7, 0.8, 0.9]):
+        events = step(za, i * 0.1, {1: (10, 90)}, forecasts=[forecast(1, p)])
+        fired += [i for k, _ in events if k == "alert"]
+    assert fired == [6]  # the first second one in a row
+    # A frame without a forecast (no pose) neither breaks nor extends the run.
+    za = ZoneAnalytics([], [], [rule], W, H)
+    step(za, 0.0, {1: (10, 90)}, forecasts=[forecast(1, 0.9)])
+    step(za, 0.1, {1: (10, 90)})
+    assert "alert" in kinds(step(za, 0.2, {1: (10, 90)}, forecasts=[forecast(1, 0.9)]))
 
 
 def test_dwell_alert_once_per_stay():
