@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _ENDPOINT = re.compile(
     r"^(tcp://(\*|[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})|ipc://.+|inproc://.+)$"
@@ -134,6 +141,15 @@ class OutputConfig(_Strict):
     )
     video_codec: str = Field("libx264", description="PyAV encoder for annotated.mp4")
     video_crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
+    clips_max_age_s: float | None = Field(
+        7 * 86400.0, gt=0, description="alert clips older than this are deleted (None: kept)"
+    )
+    clips_max_mb: float | None = Field(
+        1024.0, gt=0, description="oldest alert clips deleted beyond this total size, MiB"
+    )
+    clip_buffer_mb: float = Field(
+        512.0, gt=0, description="per-stream pre-roll buffer of annotated frames, MiB (cap)"
+    )
 
 
 class MqttConfig(_Strict):
@@ -411,6 +427,94 @@ class BackendConfig(_Strict):
     )
 
 
+_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+
+def _check_points(points: list[list[float]], pixels: bool, what: str) -> list[list[float]]:
+    for p in points:
+        if len(p) != 2:
+            raise ValueError(f"{what}: each point is [x, y], got {p}")
+        if not pixels and not all(0.0 <= v <= 1.0 for v in p):
+            raise ValueError(f"{what}: relative coordinates are 0..1 (or set pixels: true)")
+    return points
+
+
+class ZoneConfig(_Strict):
+    name: str = Field(description="zone name in events and topics", pattern=_NAME)
+    stream: str | None = Field(None, description="stream id it belongs to (None: every stream)")
+    polygon: list[list[float]] = Field(
+        min_length=3, description="vertices [[x, y], ...], relative 0..1 unless pixels"
+    )
+    pixels: bool = Field(False, description="polygon in pixels instead of relative coordinates")
+    classes: list[str] | None = Field(None, description="labels that count (None: all)")
+    inertia_frames: int = Field(
+        3, ge=1, le=1000, description="frames a change must hold before it is an event"
+    )
+    dwell_s: float | None = Field(
+        None, gt=0, description="emit zone.dwell once per stay this long, seconds (None: never)"
+    )
+
+    @model_validator(mode="after")
+    def _points(self) -> ZoneConfig:
+        _check_points(self.polygon, self.pixels, f"zone {self.name}")
+        return self
+
+
+class LineConfig(_Strict):
+    name: str = Field(description="line name in events and topics", pattern=_NAME)
+    stream: str | None = Field(None, description="stream id it belongs to (None: every stream)")
+    points: list[list[float]] = Field(
+        min_length=2, max_length=2, description="[[x1, y1], [x2, y2]]; left -> right side is in"
+    )
+    pixels: bool = Field(False, description="points in pixels instead of relative coordinates")
+    classes: list[str] | None = Field(None, description="labels that count (None: all)")
+    inertia_frames: int = Field(
+        2, ge=1, le=1000, description="frames the new side must hold before a crossing counts"
+    )
+
+    @model_validator(mode="after")
+    def _points(self) -> LineConfig:
+        _check_points(self.points, self.pixels, f"line {self.name}")
+        if self.points[0] == self.points[1]:
+            raise ValueError(f"line {self.name}: its two points are the same")
+        return self
+
+
+class AlertWhen(_Strict):
+    action: str | None = Field(None, description="forecast action that fires (e.g. fall)")
+    horizon_s: float | None = Field(None, ge=0, description="forecast horizon (None: any)")
+    p_min: float = Field(0.5, ge=0, le=1, description="min forecast probability")
+    persist_frames: int = Field(
+        2, ge=1, le=1000, description="consecutive forecasts of the track with p >= p_min"
+    )
+    dwell_s: float | None = Field(None, gt=0, description="fires when a stay lasts this long")
+    zone: str | None = Field(None, description="only while the track is in this zone")
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> AlertWhen:
+        if (self.action is None) == (self.dwell_s is None):
+            raise ValueError("give exactly one of action or dwell_s")
+        return self
+
+
+class ClipConfig(_Strict):
+    pre_s: float = Field(5.0, ge=0, le=120, description="seconds of video before the trigger")
+    post_s: float = Field(5.0, ge=0, le=120, description="seconds of video after the trigger")
+
+
+class AlertConfig(_Strict):
+    name: str = Field(description="alert name in events", pattern=_NAME)
+    stream: str | None = Field(None, description="stream id it applies to (None: every stream)")
+    when: AlertWhen = Field(description="the condition")
+    severity: Literal["low", "medium", "high", "critical"] = Field(
+        "medium", description="low | medium | high | critical"
+    )
+    cooldown_s: float = Field(30.0, ge=0, description="at most one per (alert, track) this often")
+    clip: ClipConfig | None = Field(
+        None, description="write an MP4 clip and a JPEG snapshot (None: no clip, no snapshot)"
+    )
+
+
 class VigilConfig(_Strict):
     sources: list[SourceConfig] = Field(default_factory=list, description="inputs (one today)")
     detect: DetectConfig = Field(default_factory=DetectConfig)
@@ -422,6 +526,22 @@ class VigilConfig(_Strict):
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     pose: PoseConfig = Field(default_factory=PoseConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    zones: list[ZoneConfig] = Field(default_factory=list, description="polygon zones")
+    lines: list[LineConfig] = Field(default_factory=list, description="counting lines")
+    alerts: list[AlertConfig] = Field(default_factory=list, description="alert rules")
+
+    @model_validator(mode="after")
+    def _zone_names(self) -> VigilConfig:
+        for kind, items in (("zone", self.zones), ("line", self.lines), ("alert", self.alerts)):
+            names = [(i.stream, i.name) for i in items]
+            dup = sorted({f"{n}" for s, n in names if names.count((s, n)) > 1})
+            if dup:
+                raise ValueError(f"{kind} names repeat: {dup}")
+        zone_names = {z.name for z in self.zones}
+        for a in self.alerts:
+            if a.when.zone is not None and a.when.zone not in zone_names:
+                raise ValueError(f"alert {a.name}: unknown zone {a.when.zone!r}")
+        return self
 
 
 def load_config(

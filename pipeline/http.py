@@ -13,6 +13,9 @@ Routes:
 - ``GET /video/<stream>``: MJPEG (``multipart/x-mixed-replace``) of the annotated frames.
 - ``GET /snapshot/<stream>.jpg``: the newest annotated frame (404 before the first).
 - ``GET /events``: Server-Sent Events, the newest :data:`RECENT_EVENTS` events then live ones.
+- ``GET /clips/<stream>/<name>.mp4|.jpg``: alert clips and snapshots from the output folder's
+  ``clips/`` (see :mod:`stream.clips`), only from inside it (no ``..``, no links out, no other
+  file types); single ``Range`` requests are answered (206) so browsers can seek in a clip.
 
 Frames and events reach the supervisor from the publish stage over the run's ``tap`` socket
 (:class:`pipeline.workers.ViewerTap`); a :class:`LiveTap` thread keeps the newest JPEG per
@@ -97,8 +100,10 @@ class HttpService:
         status: Callable[[], dict[str, Any]],
         metrics: Callable[[], tuple[bytes, str]],
         alive: Callable[[], bool],
+        out_dir: Path | None = None,
     ) -> None:
         self.tap, self.status, self.metrics, self.alive = tap, status, metrics, alive
+        self.clips_dir = (Path(out_dir) / "clips").resolve() if out_dir is not None else None
         self._clients = threading.BoundedSemaphore(MAX_STREAM_CLIENTS)
         self.closing = threading.Event()
         service = self
@@ -176,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._streaming(self._mjpeg, path[len("/video/") :])
             elif path == "/events":
                 self._streaming(self._sse, self.headers.get("Last-Event-ID"))
+            elif path.startswith("/clips/"):
+                self._clip_file(path[len("/clips/") :])
             else:
                 self._text(HTTPStatus.NOT_FOUND, f"no such page: {path}")
         except (BrokenPipeError, ConnectionResetError):
@@ -193,6 +200,44 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _text(self, code: HTTPStatus, text: str) -> None:
         self._send(code, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+    # --- alert clips ---------------------------------------------------------------------
+
+    def _clip_file(self, rel: str) -> None:
+        """A clip or snapshot under the output folder's ``clips/``, never a file outside it."""
+        root = self.svc.clips_dir
+        target = _inside(root, rel) if root is not None else None
+        if target is None or target.suffix not in _CLIP_TYPES or not target.is_file():
+            self._text(HTTPStatus.NOT_FOUND, f"no such clip: {rel}")
+            return
+        size = target.stat().st_size
+        start, end = 0, size - 1
+        ranged = _byte_range(self.headers.get("Range"), size)
+        if ranged == "bad":
+            self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if ranged is not None:
+            start, end = ranged
+        self.send_response(HTTPStatus.PARTIAL_CONTENT if ranged else HTTPStatus.OK)
+        self.send_header("Content-Type", _CLIP_TYPES[target.suffix])
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        with open(target, "rb") as f:
+            f.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = f.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
     # --- streaming responses -------------------------------------------------------------
 
@@ -265,3 +310,37 @@ class _Handler(BaseHTTPRequestHandler):
         if events:
             self.wfile.write(b"".join(f"id: {s}\ndata: {line}\n\n".encode() for s, line in events))
             self.wfile.flush()
+
+
+_CLIP_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg"}
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """``root / rel`` resolved (links followed) if it stays inside ``root``, else None."""
+    if "\x00" in rel or "\\" in rel:
+        return None
+    try:
+        target = (root / rel).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return target if target.is_relative_to(root) and target != root else None
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """One ``bytes=a-b`` / ``a-`` / ``-n`` range -> (first, last) byte; "bad" if it cannot be
+    served; None for no (or a multi-) range: the whole file."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes=") :].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            start, end = max(size - n, 0), size - 1
+        else:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    if start > end or start >= size:
+        return "bad"
+    return start, end

@@ -20,7 +20,13 @@ from typing import Any
 
 from models.perception import perceive
 from models.results import FrameResult
-from pipeline.analytics import StreamAnalytics, offline_event, online_event
+from pipeline.analytics import (
+    StreamAnalytics,
+    clip_event,
+    clip_recorder_from_config,
+    offline_event,
+    online_event,
+)
 from pipeline.config import SourceConfig, VigilConfig
 
 #: ``progress_cb(frames_done_in_this_file, events_so_far)``, called after every frame.
@@ -102,7 +108,7 @@ def process_file(
         stream.sources.SourceError: the file is missing, empty, not a video, holds no decodable
             frame, or changes frame size midway (the annotated video is then not kept).
     """
-    from pipeline.annotate import annotate
+    from pipeline.annotate import SceneOverlay, annotate
     from stream.sinks import EventPublisher, VideoFileSink
     from stream.sources import SourceError, open_source
 
@@ -120,13 +126,27 @@ def process_file(
     analytics = (
         analytics_factory()
         if analytics_factory
-        else StreamAnalytics(cfg.people.model_dump(mode="json"))
+        else StreamAnalytics.from_config(cfg.model_dump(mode="json"))
     )
     class_names = tuple(perceiver.class_names)
     out.mkdir(parents=True, exist_ok=True)
     video_path = out / "annotated.mp4" if cfg.output.video else None
     events_path = out / "events.jsonl" if cfg.output.events_file else None
     publisher = EventPublisher(jsonl_path=events_path)
+    # Alert clips as the graph's publish stage in batch mode writes them (same events, in order).
+    clips = clip_recorder_from_config(cfg.model_dump(mode="json"), out, deterministic=True)
+    if clips is not None:
+        clips.open_stream(stream_id, info.width, info.height, info.fps, info.time_base)
+
+    overlay = SceneOverlay([z.model_dump(mode="json") for z in cfg.zones],
+                           [ln.model_dump(mode="json") for ln in cfg.lines])  # fmt: skip
+
+    def publish(event: dict[str, Any]) -> None:
+        event = publisher.publish(event)
+        overlay.event(event)
+        if clips is not None and event["type"] == "alert":
+            clips.alert(event)
+
     video = None
     done = 0
     first = last = None
@@ -161,9 +181,17 @@ def process_file(
                     class_names=class_names,
                 )
                 for event in analytics.update(result):
-                    publisher.publish(event)
+                    publish(event)
+                drawn = annotate(frame.rgb, result, overlay=overlay) if video or clips else None
                 if video is not None:
-                    video.write(annotate(frame.rgb, result), frame.pts_raw)
+                    video.write(drawn, frame.pts_raw)
+                if clips is not None:
+                    due = clips.frame(
+                        stream_id, drawn, frame.pts, frame.pts_raw, frame.frame_idx
+                    )
+                    for fields in due:
+                        publish(clip_event(stream_id, fields, frame.frame_idx, frame.pts,
+                                           frame.capture_ts))  # fmt: skip
                 done += 1
                 if progress_cb is not None:
                     progress_cb(done, publisher.published)
@@ -174,7 +202,7 @@ def process_file(
                 first = frame
                 event = online_event(stream_id, uri, info, frame)
                 event["decoder"] = getattr(source, "decoder", "") or "software"
-                publisher.publish(event)
+                publish(event)
             h, w = frame.rgb.shape[:2]
             if (w, h) != (info.width, info.height):
                 raise SourceError(
@@ -192,8 +220,13 @@ def process_file(
         end = source.end
         reason, detail = (end.reason, end.detail) if end else ("eof", "")
         for event in analytics.finish(stream_id):
-            publisher.publish(event)
-        publisher.publish(offline_event(stream_id, last, reason, frames_read, detail))
+            publish(event)
+        offline = offline_event(stream_id, last, reason, frames_read, detail)
+        if clips is not None:  # as the graph: clips written and announced before offline
+            for fields in clips.finish_stream(stream_id):
+                stamp = (offline["frame"], offline["pts"], last.capture_ts if last else 0.0)
+                publish(clip_event(stream_id, fields, *stamp))
+        publish(offline)
         if video is not None:
             video.close()
             video = None
@@ -201,6 +234,8 @@ def process_file(
     finally:
         if video is not None:
             video.abort()
+        if clips is not None:
+            clips.close()
         publisher.close()
         source.close()
         if not ok and events_path is not None:

@@ -595,6 +595,7 @@ class _Run:
                 status=lambda: self.status,
                 metrics=lambda: _exposition(registry),
                 alive=self._alive,
+                out_dir=Path(self.plain["output"]["dir"]),
             )
         except OSError as exc:
             tap.close()

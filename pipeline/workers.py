@@ -141,7 +141,7 @@ def analytics_body(
     sent = SentEvents(gen=(resume or {}).get("restart", 0))
     if resume:
         ctx.send(out, {"kind": "tracks_lost", "restart": resume["restart"]})
-    analytics = StreamAnalytics(cfg["people"])
+    analytics = StreamAnalytics.from_config(cfg)
 
     def send_event(event: dict[str, Any], eid: list[int] | None = None) -> None:
         ctx.send(out, {"kind": "event", "event": event, "eid": eid or sent.number(event)})
@@ -282,8 +282,8 @@ def publish_body(
     streams already open and the tracks open, and asks the analytics stage for the events
     the dead process had not journaled (see :class:`pipeline.analytics.EventGate`).
     """
-    from pipeline.analytics import EventGate, OpenTracks
-    from pipeline.annotate import annotate
+    from pipeline.analytics import EventGate, OpenTracks, clip_event, clip_recorder_from_config
+    from pipeline.annotate import SceneOverlay, annotate
     from stream.sinks import EventPublisher, JpegFrameFeed
     from stream.zsocket import CurveServerKeys
 
@@ -352,6 +352,11 @@ def publish_body(
         else None
     )
     tap = ViewerTap(ctx, quality=pub_cfg["jpeg_quality"]) if cfg["runtime"].get("http") else None
+    # Alert clips: pre-roll buffers here, encoding in the recorder's own thread.
+    live = cfg["runtime"].get("mode") == "live"
+    clips = clip_recorder_from_config(cfg, out_dir, deterministic=not live)
+    last_seen: dict[str, tuple[int, float, float]] = {}  # stream -> frame, pts, ts (live clips)
+    overlay = SceneOverlay(cfg.get("zones") or [], cfg.get("lines") or [])
     mode = "a" if restart else "w"
     timings = open(out_dir / "timings.jsonl", mode) if out_cfg["timings"] else None  # noqa: SIM115
     records = open(out_dir / "detections.jsonl", mode) if out_cfg["detections"] else None  # noqa: SIM115
@@ -372,6 +377,9 @@ def publish_body(
         credit_socket(sid)
         if out_cfg["video"] and sid not in videos:
             videos[sid] = _video_sink(out_dir, out_cfg, sid, info, n_sources, restart)
+        if clips is not None:
+            tb = Fraction(*info["time_base"])
+            clips.open_stream(sid, info["width"], info["height"], info["fps"], tb)
         ctx.report("open", stream_id=sid, info=info)
 
     def publish(event: dict[str, Any], eid: list[int] | None = None) -> None:
@@ -379,13 +387,26 @@ def publish_body(
             log.warning("dropped %s of track %s: its analytics process was restarted and its "
                         "tracks ended", event["type"], event.get("track"))  # fmt: skip
             return
+        if clips is not None and event["type"] == "stream.offline":
+            # The stream's clips first: each is written and announced before it goes offline.
+            for fields in clips.finish_stream(event["stream"]):
+                stamp = (event["frame"], event["pts"], _unix(event["ts"]))
+                publish(clip_event(event["stream"], fields, *stamp))
         mark = {"run": run_key, "eid": eid}
         meta = {_SENT_MARK: json.dumps(mark)} if eid is not None and journal is not None else None
         event = publisher.publish(event, meta)
         ctx.metrics.inc("vigil_events_published", type=event["type"])
         tracks.event(event)
+        overlay.event(event)
         if tap is not None:
             tap.event(event)
+        if clips is not None and event["type"] == "alert":
+            clips.alert(event)
+
+    def publish_live_clips() -> None:
+        for sid, fields in clips.poll() if clips is not None else []:
+            frame, pts, ts = last_seen.get(sid, (None, None, time.time()))
+            publish(clip_event(sid, fields, frame, pts, ts))
 
     def release_held(why: str) -> None:
         held = gate.release()
@@ -400,7 +421,10 @@ def publish_body(
         while eos_left:
             if gate.holding and time.monotonic() > gate.deadline:
                 release_held(f"no answer in {gate.wait_s:.0f} s (events resent later still count)")
-            got = ctx.recv(inp, timeout_ms=200 if gate.holding else None)
+            waiting = gate.holding or (live and clips is not None and clips.busy)
+            got = ctx.recv(inp, timeout_ms=200 if waiting else None)
+            if live:
+                publish_live_clips()
             if got is None:
                 continue
             header, arrays = got
@@ -425,7 +449,7 @@ def publish_body(
                 result = FrameResult.from_wire(header["result"], arrays)
                 ctx.maybe_fault(result.frame_idx)
                 sid = result.stream_id
-                drawn = annotate(reader.view(header["addr"]), result)
+                drawn = annotate(reader.view(header["addr"]), result, overlay=overlay)
                 addr = header["addr"]
                 ctx.send(
                     credit_socket(sid),
@@ -439,6 +463,11 @@ def publish_body(
                     )
                 if tap is not None:
                     tap.frame(sid, drawn, result)
+                if clips is not None:
+                    last_seen[sid] = (result.frame_idx, result.pts, result.capture_ts)
+                    due = clips.frame(sid, drawn, result.pts, header["pts_raw"], result.frame_idx)
+                    for fields in due:
+                        publish(clip_event(sid, fields, *last_seen[sid]))
                 tracks.frame(result)
                 done_frames += 1
                 stamps = {**result.stage_ts, "publish": time.time()}
@@ -476,6 +505,8 @@ def publish_body(
     finally:
         for video in videos.values():
             video.abort()
+        if clips is not None:
+            clips.close()
         publisher.close()
         if mqtt is not None:  # after the publisher: the last events are journaled by then
             mqtt.close()
@@ -494,6 +525,13 @@ def _feed_health(publisher: Any, metrics: Any) -> None:
     was_down = publisher.check_feed()
     metrics.set("vigil_feed_server_down", 1 if was_down or not publisher.feed_up else 0)
     metrics.set_total("vigil_feed_server_restarts", publisher.feed_restarts)
+
+
+def _unix(ts: str) -> float:
+    """``"2026-11-27T06:01:02.345Z"`` -> Unix seconds (an event's ``ts`` back)."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def _video_sink(

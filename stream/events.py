@@ -26,6 +26,23 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "action.forecast": ("track", "action", "horizon_s", "p"),
     "frame.dropped": ("count", "total"),
     "stage.restart": ("stage", "reason", "attempt"),
+    "zone.enter": ("track", "label", "zone"),
+    "zone.exit": ("track", "label", "zone", "dwell_s"),
+    "zone.dwell": ("track", "label", "zone", "dwell_s"),
+    "zone.count": ("zone", "label", "count"),
+    "line.cross": ("track", "label", "line", "direction", "count_in", "count_out"),
+    "alert": (
+        "name",
+        "severity",
+        "track",
+        "zone",
+        "reason",
+        "clip",
+        "snapshot",
+        "clip_start",
+        "clip_end",
+    ),
+    "alert.clip": ("name", "track", "clip", "snapshot", "clip_start", "clip_end", "status"),
 }
 EVENT_TYPES = frozenset(EVENT_FIELDS)
 _COMMON = ("v", "seq", "type", "stream", "frame", "pts", "ts")

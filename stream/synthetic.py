@@ -1164,6 +1164,94 @@ def fall_and_walk_scene(fps: float = 15.0, duration_s: float = 6.0) -> Scene:
     return Scene(0, 640, 360, fps, duration_s, (faller, walker), (box,))
 
 
+def _walker(
+    figure_id: int,
+    depth: float,
+    x0: float,
+    speed: float,
+    segments: tuple[Segment, ...],
+    color: tuple[int, int, int],
+    height: int = 360,
+) -> FigureScript:
+    ground_y, height_px = figure_layout(height, depth)
+    return FigureScript(
+        figure_id=figure_id,
+        x0=x0,
+        ground_y=ground_y,
+        height_px=height_px,
+        speed_px_s=speed,
+        color=color,
+        walk_bounds=None,
+        segments=segments,
+    )
+
+
+def zone_scenes(fps: float = 15.0, duration_s: float = 6.0) -> list[tuple[Scene, dict]]:
+    """Held-out scenes for zones, lines and fall alerts (``scripts/eval_zones.py``), each with
+    its ``{"zones": [...], "lines": [...]}`` config (relative coordinates, 640x360 frames).
+
+    Scripted, not drawn from :func:`make_scene`'s seeds (the sim pack and the forecaster train
+    on those): figures walk into and out of floor zones, cross counting lines both ways, stay
+    long enough to dwell, and two of them fall (at 2.5 s and 3.0 s, after the forecaster's 2 s
+    window has filled).
+    """
+    d = duration_s
+    floor_right = [[0.65, 0.5], [1.0, 0.5], [1.0, 1.0], [0.65, 1.0]]
+    crossing = Scene(
+        101, 640, 360, fps, d,
+        (
+            _walker(1, 0.8, 80.0, 90.0, (Segment("walk", 0.0, d),), (220, 40, 40)),
+            _walker(2, 0.3, 560.0, -70.0, (Segment("walk", 0.0, d),), (40, 110, 220)),
+        ),
+        (),
+    )  # fmt: skip
+    fall_in_zone = Scene(
+        102, 640, 360, fps, d,
+        (
+            _walker(1, 0.7, 150.0, 60.0, (Segment("walk", 0.0, 2.0), Segment("stand", 2.0, 3.0),
+                    Segment("fall", 3.0, 3.7), Segment("lie", 3.7, d)), (230, 150, 30)),
+            _walker(2, 0.2, 600.0, -50.0, (Segment("walk", 0.0, d),), (40, 160, 80)),
+        ),
+        (),
+    )  # fmt: skip
+    walk_then_fall = Scene(
+        103, 640, 360, fps, d,
+        (
+            _walker(1, 0.9, 560.0, -60.0, (Segment("walk", 0.0, 2.5), Segment("fall", 2.5, 3.2),
+                    Segment("lie", 3.2, d)), (150, 40, 200)),
+            _walker(2, 0.5, 100.0, 80.0, (Segment("walk", 0.0, d),), (40, 180, 190)),
+        ),
+        (),
+    )  # fmt: skip
+    return [
+        (
+            crossing,
+            {
+                "zones": [{"name": "right", "polygon": floor_right, "dwell_s": 1.5}],
+                "lines": [{"name": "gate", "points": [[0.5, 0.5], [0.5, 1.0]]}],
+            },
+        ),
+        (
+            fall_in_zone,
+            {
+                "zones": [
+                    {"name": "mat", "polygon": [[0.31, 0.5], [0.63, 0.5], [0.63, 1.0], [0.31, 1.0]],
+                     "dwell_s": 1.5}
+                ],
+                "lines": [{"name": "door", "points": [[0.7, 0.5], [0.7, 1.0]]}],
+            },
+        ),  # fmt: skip
+        (
+            walk_then_fall,
+            {
+                "zones": [{"name": "left", "polygon": [[0, 0.5], [0.35, 0.5], [0.35, 1], [0, 1]],
+                           "dwell_s": 1.0}],
+                "lines": [{"name": "mid", "points": [[0.5, 0.5], [0.5, 1.0]]}],
+            },
+        ),  # fmt: skip
+    ]
+
+
 def write_sample_video(
     scene: Scene,
     video_path: str | Path,

@@ -1,0 +1,75 @@
+"""The `zones`, `lines` and `alerts` config sections, and zones and lines drawn on frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.results import Detections, FrameResult
+from pipeline.annotate import SceneOverlay, annotate
+from pipeline.config import ConfigError, load_config
+
+ISSUE_EXAMPLE = {
+    "zones": [
+        {"name": "door", "stream": "cam1", "polygon": [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0],
+         [0.0, 1.0]], "classes": ["person"], "inertia_frames": 3, "dwell_s": 10},
+    ],
+    "lines": [{"name": "gate", "stream": "cam1", "points": [[0.5, 0.0], [0.5, 1.0]],
+               "classes": ["person"]}],
+    "alerts": [
+        {"name": "fall", "when": {"action": "fall", "horizon_s": 0.5, "p_min": 0.6, "zone": None},
+         "severity": "high", "cooldown_s": 30, "clip": {"pre_s": 5, "post_s": 5}},
+        {"name": "loiter", "when": {"dwell_s": 30, "zone": "door"}, "severity": "low"},
+    ],
+}  # fmt: skip
+
+
+def load(data: dict):
+    return load_config(None, {k: v for k, v in data.items()}, env={})
+
+
+def test_issue_example_loads() -> None:
+    cfg = load(ISSUE_EXAMPLE)
+    assert cfg.zones[0].dwell_s == 10 and cfg.lines[0].inertia_frames == 2
+    assert cfg.alerts[0].clip is not None and cfg.alerts[1].clip is None
+    assert cfg.alerts[1].cooldown_s == 30.0
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"alerts": [{"name": "x", "when": {"dwell_s": 3, "zone": "nowhere"}}]}, "unknown zone"),
+        ({"alerts": [{"name": "x", "when": {"p_min": 0.5}}]}, "exactly one of"),
+        ({"zones": [{"name": "z", "polygon": [[0, 0], [2, 0], [0, 1]]}]}, "relative"),
+        ({"zones": [{"name": "z", "polygon": [[0, 0], [1, 0]]}]}, "zones.0.polygon"),
+        ({"lines": [{"name": "l", "points": [[0.5, 0], [0.5, 0]]}]}, "same"),
+        ({"zones": [{"name": "z", "polygon": [[0, 0], [1, 0], [0, 1]]}] * 2}, "repeat"),
+        ({"zones": [{"name": "z", "polygon": [[0, 0], [1, 0], [0, 1]], "colour": 1}]}, "unknown"),
+    ],
+)
+def test_bad_sections_are_one_line_errors(patch: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(patch)
+
+
+def test_pixel_polygons_may_exceed_one() -> None:
+    cfg = load({"zones": [{"name": "z", "pixels": True, "polygon": [[0, 0], [640, 0], [0, 360]]}]})
+    assert cfg.zones[0].pixels
+
+
+def test_annotate_draws_zones_lines_and_counts() -> None:
+    overlay = SceneOverlay(ISSUE_EXAMPLE["zones"], ISSUE_EXAMPLE["lines"])
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    result = FrameResult("cam1", 0, 0.0, 0.0, 160, 120, detections=Detections.empty())
+    plain = annotate(rgb, result)
+    assert not plain.any()  # nothing to draw without the overlay
+    drawn = annotate(rgb, result, overlay=overlay)
+    assert drawn[:, 78:82].any()  # the gate at x = 0.5
+    assert drawn[60:120, 0:3].any()  # the door's left edge
+    assert not annotate(rgb, FrameResult("cam2", 0, 0.0, 0.0, 160, 120,
+                                         detections=Detections.empty()), overlay=overlay).any()
+    before = drawn.copy()
+    overlay.event({"type": "zone.count", "stream": "cam1", "zone": "door", "label": "person",
+                   "count": 2})  # fmt: skip
+    assert overlay.occupancy[("cam1", "door")] == {"person": 2}
+    assert (annotate(rgb, result, overlay=overlay) != before).any()  # the count is drawn
