@@ -352,12 +352,16 @@ def prefetch(name: str | WeightsEntry, spec: str | os.PathLike[str]) -> Path | N
     on the user's terminal and a failure is a one-line exit 2, not a failed stage.
     """
     entry = _entry(name)
+    return fetch(entry) if needs_download(entry, spec) else None
+
+
+def needs_download(name: str | WeightsEntry, spec: str | os.PathLike[str]) -> bool:
+    """Whether :func:`resolve` with ``spec`` would download (no cached file, no pack file)."""
+    entry = _entry(name)
     spec_str = os.fspath(spec)
     if spec_str not in ("auto", "pretrained") or not entry.url or entry.path.is_file():
-        return None
-    if spec_str == "auto" and _pack_file(entry) is not None:
-        return None
-    return fetch(entry)
+        return False
+    return spec_str == "pretrained" or _pack_file(entry) is None
 
 
 def load_weights(model: nn.Module, resolved: ResolvedWeights, *, name: str = "model") -> None:

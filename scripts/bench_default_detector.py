@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Measure the CPU default-detector candidates the way a live camera uses them.
+
+Each candidate runs as the pipeline's detector (:class:`models.detection.Detector`, batch 1,
+the stage's own preprocessing and post-processing) on 640x360 RGB frames with random weights
+(speed does not depend on the weight values; R-CNN's proposal counts are fixed), with torch
+limited to ``--threads`` intra-op threads. Prints a table, then ONE JSON line. Run it twice on a
+shared machine: other processes' load lowers every figure.
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_default_detector.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.detection import Detector  # noqa: E402
+
+CANDIDATES = [
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+]
+
+
+def measure(model: str, frames: list[np.ndarray], seconds: float, device: str) -> dict:
+    """Frames/s of one detector at batch 1 over ``seconds`` (after 3 warm-up frames)."""
+    det = Detector(model=model, weights="none", device=device, score_threshold=0.5)
+    for f in frames[:3]:
+        det([f])
+    n, latencies = 0, []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 5:
+        t0 = time.perf_counter()
+        det([frames[n % len(frames)]])
+        latencies.append(time.perf_counter() - t0)
+        n += 1
+    elapsed = time.perf_counter() - start
+    return {
+        "model": model,
+        "fps": round(n / elapsed, 2),
+        "p50_ms": round(1000 * float(np.median(latencies)), 1),
+        "p90_ms": round(1000 * float(np.percentile(latencies, 90)), 1),
+        "frames": n,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time per candidate")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="*", default=CANDIDATES)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    # Smooth random images (blocky noise upscaled) rather than pure noise: closer to a scene.
+    frames = [
+        np.kron(rng.integers(0, 256, (args.height // 8, args.width // 8, 3), dtype=np.uint8),
+                np.ones((8, 8, 1), np.uint8))  # fmt: skip
+        for _ in range(8)
+    ]
+    rows = [measure(m, frames, args.seconds, args.device) for m in args.models]
+    print(f"{'model':40s} {'frames/s':>9s} {'p50 ms':>8s} {'p90 ms':>8s}")
+    for r in rows:
+        print(f"{r['model']:40s} {r['fps']:9.2f} {r['p50_ms']:8.1f} {r['p90_ms']:8.1f}")
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    print(json.dumps({"threads": args.threads, "size": [args.width, args.height],
+                      "device": args.device, "loadavg": load, "results": rows}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
