@@ -416,19 +416,21 @@ def check_detector(cfg: Any) -> None:
 
 
 def prepare_models(cfg: Any) -> None:
-    """Before any stage starts: check the detector name, pick the per-device default for
-    ``detect.model: auto`` (one line saying which and why), and download missing pretrained
-    weights here, with the progress bar on this terminal (UserError, exit 2, when that fails:
-    offline, the message names the file, its URL and the path to place it at)."""
+    """Before any stage starts: pick the per-device default for ``detect.model: auto``, check a
+    weights path, and download missing pretrained weights here, with the progress bar on this
+    terminal. UserError (exit 2, one line) when that fails: offline, the message names the
+    file, its URL and the path to place it at. On success, one line says which detector was
+    picked and why (for ``auto``) and one line per file downloaded."""
     from models import weights
     from models.catalog import CUSTOM_PERCEIVERS, check_model, default_detector
 
     det = cfg.detect
+    lines = []
     try:
         check_model(det.model)
         if det.model == "auto":
             det.model, why = default_detector(det.device)
-            say(f"detector {det.model}: {why}")
+            lines.append(f"detector {det.model}: {why}")
         wanted = [(det.model, det.weights)]
         if cfg.segment.enabled:
             wanted.append((cfg.segment.model, cfg.segment.weights))
@@ -436,12 +438,20 @@ def prepare_models(cfg: Any) -> None:
             if model in CUSTOM_PERCEIVERS or model.lower() in ("none", "off"):
                 continue
             entry = weights.get(model)
-            if weights.needs_download(entry, spec):
-                url = weights.download_url(entry)
-                say(f"downloading {entry.file_name} from {url} to {entry.path} (first use)")
-                weights.fetch(entry)
+            if spec not in ("auto", "pretrained", "none"):
+                path = Path(spec).expanduser()
+                if not path.is_file():
+                    raise weights.WeightsError(f"weights file not found: {path} (for {model})")
+            elif weights.needs_download(entry, spec):
+                log.info("downloading %s from %s", entry.file_name, weights.download_url(entry))
+                path = weights.fetch(entry)
+                size_mb = path.stat().st_size / 1e6
+                lines.append(f"downloaded {entry.file_name} ({size_mb:.1f} MB, sha256 "
+                             f"verified) to {path} (first use)")  # fmt: skip
     except weights.WeightsError as exc:
         raise UserError(str(exc)) from None
+    for line in lines:
+        say(line)
 
 
 def _execute(cfg: Any) -> int:

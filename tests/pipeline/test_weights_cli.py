@@ -93,12 +93,10 @@ def test_process_offline_exits_2_naming_file_url_and_path(
 ) -> None:  # fmt: skip
     rc = cli.main(["process", str(tiny_video), "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
-    model, why = catalog.default_detector("auto")
-    entry = W.get(model)
+    entry = W.get(catalog.default_detector("auto")[0])
     assert rc == 2
-    assert f"vigil: detector {model}: {why}" in err.splitlines()  # which, and why: one line
-    error = [line for line in err.splitlines() if line.startswith("vigil: error:")]
-    assert len(error) == 1, err
+    error = err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("vigil: error: no network"), err
     assert "no network" in error[0] and entry.file_name in error[0]
     assert f"{refused_base}/{entry.file_name}" in error[0]
     assert str(empty_cache / "weights" / entry.file_name) in error[0]
@@ -118,13 +116,21 @@ def _cfg(**detect: object) -> object:
     return load_config(None, {f"detect.{k}": v for k, v in detect.items()})
 
 
-def test_weights_none_never_downloads(monkeypatch: pytest.MonkeyPatch, refused_base: str) -> None:
+def test_weights_none_never_downloads_and_the_pick_is_said(
+    monkeypatch: pytest.MonkeyPatch, refused_base: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     def no_fetch(*args: object, **kwargs: object) -> None:
         raise AssertionError("weights: none must not download")
 
     monkeypatch.setattr(W, "fetch", no_fetch)
+    cfg = _cfg(weights="none")  # model: auto
+    cli.prepare_models(cfg)
+    model, why = catalog.default_detector("auto")
+    assert cfg.detect.model == model  # the stages get the concrete name
+    assert capsys.readouterr().err.splitlines() == [f"vigil: detector {model}: {why}"]
     cfg = _cfg(model="fasterrcnn_mobilenet_v3_large_320_fpn", weights="none")
     cli.prepare_models(cfg)
+    assert capsys.readouterr().err == ""  # an explicit model: nothing to explain
     cfg = _cfg(model="simnet")  # the sim pack ships in the repo: auto finds it offline
     cli.prepare_models(cfg)
 
