@@ -567,7 +567,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not args.name:
             raise UserError("vigil models fetch needs a model NAME (see `vigil models list`)")
         try:
-            path = weights.fetch(args.name, progress=True)
+            path = weights.fetch(args.name)  # a progress bar on a terminal only
         except weights.WeightsError as exc:
             raise UserError(str(exc)) from None
         print(f"vigil: {args.name} weights verified and cached at {path}")
