@@ -273,8 +273,8 @@ def fetch(
     with _file_lock(target.parent / f".{entry.file_name}.lock"):
         if target.is_file():  # another process finished it while we waited
             return target
-        delay = RETRY_BACKOFF_S
-        for attempt in range(1, max(1, attempts) + 1):
+        delay, attempts = RETRY_BACKOFF_S, max(1, attempts)
+        for attempt in range(1, attempts + 1):
             try:
                 _download(entry, url, part, progress=progress, timeout_s=timeout_s)
                 break
