@@ -19,9 +19,10 @@ from models import weights
 #: Models that are not plain torchvision detectors: name -> "module:Class".
 CUSTOM_PERCEIVERS: dict[str, str] = {"simnet": "models.simnet:SimPerception"}
 
-#: ``detect.model: auto`` without CUDA: COCO box mAP 22.8, about 10 frames/s at 640x360 on 2
-#: CPU cores (median; README "Weights" has the measured figures).
-CPU_DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+#: ``detect.model: auto`` without CUDA: COCO box mAP 21.3 for about 65 ms of CPU time per
+#: 640x360 frame, a third of ``fasterrcnn_mobilenet_v3_large_320_fpn``'s (mAP 22.8, ~190 ms,
+#: about 5 frames/s per free core: no margin on 2 shared cores). README "Weights": figures.
+CPU_DETECTOR = "ssdlite320_mobilenet_v3_large"
 #: ``detect.model: auto`` on CUDA: COCO box mAP 32.8 at 800 px, the stronger of the two.
 CUDA_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
 AUTO = "auto"
@@ -64,7 +65,7 @@ def default_detector(device: str) -> tuple[str, str]:
         )
     return CPU_DETECTOR, (
         f"{why}: the light detector that keeps a live 640x360 camera above 5 frames/s on 2 CPU "
-        "cores (COCO box mAP 22.8); set detect.model / --model to choose another"
+        "cores (COCO box mAP 21.3); set detect.model / --model to choose another"
     )
 
 
