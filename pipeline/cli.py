@@ -404,6 +404,51 @@ def demo_model(config: Path) -> str:
     return "simnet"
 
 
+def _execute(cfg: Any) -> int:
+    from pipeline.supervisor import StageFailed, run_pipeline
+    from stream.sources import SourceError, probe_source
+
+    if not cfg.sources and not cfg.runtime.control:
+        raise UserError("no sources: give an INPUT, or list sources in the config")
+    check_detector(cfg)
+    totals: int | None = 0
+    for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
+        try:
+            frames = probe_source(src.uri)  # None: a camera (down now: it is retried)
+        except SourceError as exc:
+            raise UserError(str(exc)) from None
+        if totals is not None:  # the bar has a total only when every source ends
+            totals = None if src.loop or not frames else totals + frames
+    prepare_models(cfg)  # after the inputs: no download for a run that cannot start
+    try:
+        summary = run_pipeline(cfg, progress_total=totals or None)
+    except StageFailed as exc:
+        if exc.user:
+            raise UserError(exc.message.split(": ", 1)[-1]) from None
+        say(f"error: {exc}\n{exc.traceback}".rstrip("\n"), logging.ERROR)
+        return EXIT_FAILED
+    out = cfg.output.dir
+    say(
+        f"{summary.frames} frames in {summary.seconds:.1f} s "
+        f"({summary.fps:.1f} frames/s), {summary.events} events"
+    )
+    if summary.detector:
+        say(f"detector {summary.detector}")
+    for sid, end in summary.streams.items():
+        if end["reason"] == "truncated":
+            say(
+                f"warning: stream {sid} truncated: read {end['frames_read']} frames "
+                f"before the break ({end['detail']}); all of them processed",
+                logging.WARNING,
+            )
+    written = [p for p in (out / "annotated.mp4", out / "events.jsonl") if p.exists()]
+    if written:
+        say("wrote " + ", ".join(str(p) for p in written))
+    if summary.interrupted:
+        say("stopped on request; every frame read was processed", logging.WARNING)
+    return EXIT_OK
+
+
 def check_detector(cfg: Any) -> None:
     """UserError (exit 2) for an unknown ``detect.model``; needs no torch, no network."""
     from models.catalog import check_model
@@ -452,51 +497,6 @@ def prepare_models(cfg: Any) -> None:
         raise UserError(str(exc)) from None
     for line in lines:
         say(line)
-
-
-def _execute(cfg: Any) -> int:
-    from pipeline.supervisor import StageFailed, run_pipeline
-    from stream.sources import SourceError, probe_source
-
-    if not cfg.sources and not cfg.runtime.control:
-        raise UserError("no sources: give an INPUT, or list sources in the config")
-    check_detector(cfg)
-    totals: int | None = 0
-    for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
-        try:
-            frames = probe_source(src.uri)  # None: a camera (down now: it is retried)
-        except SourceError as exc:
-            raise UserError(str(exc)) from None
-        if totals is not None:  # the bar has a total only when every source ends
-            totals = None if src.loop or not frames else totals + frames
-    prepare_models(cfg)  # after the inputs: no download for a run that cannot start
-    try:
-        summary = run_pipeline(cfg, progress_total=totals or None)
-    except StageFailed as exc:
-        if exc.user:
-            raise UserError(exc.message.split(": ", 1)[-1]) from None
-        say(f"error: {exc}\n{exc.traceback}".rstrip("\n"), logging.ERROR)
-        return EXIT_FAILED
-    out = cfg.output.dir
-    say(
-        f"{summary.frames} frames in {summary.seconds:.1f} s "
-        f"({summary.fps:.1f} frames/s), {summary.events} events"
-    )
-    if summary.detector:
-        say(f"detector {summary.detector}")
-    for sid, end in summary.streams.items():
-        if end["reason"] == "truncated":
-            say(
-                f"warning: stream {sid} truncated: read {end['frames_read']} frames "
-                f"before the break ({end['detail']}); all of them processed",
-                logging.WARNING,
-            )
-    written = [p for p in (out / "annotated.mp4", out / "events.jsonl") if p.exists()]
-    if written:
-        say("wrote " + ", ".join(str(p) for p in written))
-    if summary.interrupted:
-        say("stopped on request; every frame read was processed", logging.WARNING)
-    return EXIT_OK
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
