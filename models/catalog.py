@@ -64,8 +64,9 @@ def default_detector(device: str) -> tuple[str, str]:
             "choose another"
         )
     return CPU_DETECTOR, (
-        f"{why}: the light detector that keeps a live 640x360 camera above 5 frames/s on 2 CPU "
-        "cores (COCO box mAP 21.3); set detect.model / --model to choose another"
+        f"{why}: the light detector (about 65 ms of CPU time per 640x360 frame, 3x the 5 "
+        "frames/s a live camera needs on one core; COCO box mAP 21.3); set detect.model / "
+        "--model to choose another"
     )
 
 

@@ -70,7 +70,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def test_default_detector_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     name, why = catalog.default_detector("cpu")
     assert name == catalog.CPU_DETECTOR == "ssdlite320_mobilenet_v3_large"
-    assert "5 frames/s on 2 CPU cores" in why and "\n" not in why
+    assert "65 ms of CPU time per 640x360 frame" in why and "\n" not in why
     name, why = catalog.default_detector("cuda:1")
     assert name == catalog.CUDA_DETECTOR == "fasterrcnn_mobilenet_v3_large_fpn"
     assert "stronger" in why
