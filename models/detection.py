@@ -54,8 +54,10 @@ class Detector:
     weights that ``weights`` resolves to (see :func:`models.weights.resolve`).
 
     Args:
-        model: registry name of a ``detection`` entry.
-        weights: ``"auto"`` | ``"pretrained"`` | ``"none"`` | path to a state_dict file.
+        model: registry name of a ``detection`` entry, or ``"auto"``: the default detector for
+            ``device`` (:func:`models.catalog.default_detector`).
+        weights: ``"auto"`` | ``"pretrained"`` | ``"none"`` | path to a state_dict file
+            (``auto``/``pretrained`` download a missing file: :func:`models.weights.fetch`).
         device: torch device string, e.g. ``"cpu"``, ``"cuda:0"``.
         score_threshold: keep boxes with score >= this, in [0, 1].
         iou_threshold: class-aware NMS IoU threshold, in [0, 1].
@@ -84,6 +86,10 @@ class Detector:
         max_detections: int = 100,
         seed: int = 0,
     ) -> None:
+        if model == "auto":
+            from models.catalog import default_detector
+
+            model, _ = default_detector(str(device))
         entry = weights_registry.get(model)
         if entry.task != "detection":
             known = ", ".join(e.name for e in weights_registry.entries("detection"))

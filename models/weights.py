@@ -8,11 +8,16 @@ How a stage picks its weights is one *spec* string, resolved by :func:`resolve`:
 
 - ``"none"``: random init, on purpose.
 - ``"pretrained"``: the cached file; else download it (:func:`fetch`); else :class:`WeightsError`
-  naming the file and the exact path to place it at.
+  naming the file, its URL and the exact path to place it at.
 - a filesystem path: load that file (a state_dict, or a dict holding one under ``"state_dict"``
   or ``"model"``).
 - ``"auto"``: the cached pretrained file if present, else ``<pack dir>/<model name>.pt`` from the
-  first registered pack in :data:`PACKS` that has one, else random init. Never downloads.
+  first registered pack in :data:`PACKS` that has one, else download it as ``"pretrained"``
+  does. Random init only for an entry with no URL (the caller decides; simnet makes it an
+  error), never as a silent fallback for a failed download.
+
+Downloads come from ``entry.url``, or from ``$VIGIL_WEIGHTS_URL_BASE/<file name>`` when that
+variable is set (:func:`download_url`: a mirror, or a test server on 127.0.0.1).
 
 Checksums: torchvision publishes only the first 8 hex digits of each file's sha256, in the file
 name (``fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth``). ``WeightsEntry.sha256`` therefore
@@ -23,13 +28,20 @@ Cached files are verified when downloaded, not on every load.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import http.client
 import importlib
+import logging
 import os
 import re
-import tempfile
+import socket
+import ssl
+import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +57,17 @@ TASKS: tuple[str, ...] = ("detection", "segmentation", "keypoints", "action")
 
 #: Seconds a download may wait on any one socket operation (connect, read) before giving up.
 DOWNLOAD_TIMEOUT_S = 30.0
+#: Tries of one download before giving up on a cut transfer; each resumes where the last ended.
+DOWNLOAD_ATTEMPTS = 4
+#: Seconds before the first retry of a cut download; doubled before each next one.
+RETRY_BACKOFF_S = 1.0
+#: Seconds to wait for another process that is downloading the same file.
+LOCK_TIMEOUT_S = 1800.0
+#: Environment variable: download from this base URL + "/" + file name instead of each entry's
+#: own URL (a mirror, an internal file server, or a test server on 127.0.0.1).
+URL_BASE_ENV = "VIGIL_WEIGHTS_URL_BASE"
+
+log = logging.getLogger(__name__)
 
 #: Model packs: pack name -> directory holding ``<model_name>.pt`` state_dicts, tried by
 #: ``resolve(name, "auto")`` in insertion order when no pretrained file is cached.
@@ -131,7 +154,7 @@ class ResolvedWeights:
     Attributes:
         state_dict: tensors to load, or None for random init.
         source: ``"none"`` | ``"pretrained"`` | ``"path"`` | ``"pack:<name>"`` | ``"random"``
-            (``"random"`` = auto found nothing).
+            (``"random"`` = auto found nothing for an entry without a download URL).
         description: one line for logs saying what was chosen and, for random init, how to
             get real weights.
     """
@@ -201,48 +224,90 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vigil"
 
 
+def download_url(name: str | WeightsEntry) -> str:
+    """The URL an entry is downloaded from: ``entry.url``, or, when ``$VIGIL_WEIGHTS_URL_BASE``
+    is set, that base + ``/`` + the file name (a mirror, an offline file server, a test server).
+    '' when the entry has no URL."""
+    entry = _entry(name)
+    if not entry.url:
+        return ""
+    base = os.environ.get(URL_BASE_ENV, "").strip()
+    return f"{base.rstrip('/')}/{entry.file_name}" if base else entry.url
+
+
 def fetch(
-    name: str | WeightsEntry, *, progress: bool = True, timeout_s: float = DOWNLOAD_TIMEOUT_S
+    name: str | WeightsEntry,
+    *,
+    progress: bool | None = None,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+    attempts: int = DOWNLOAD_ATTEMPTS,
 ) -> Path:
     """Download an entry's weights into the cache and return the cached path.
 
-    Streams to a temp file beside the target with a tqdm bar, checks the sha256 (prefix), then
-    renames atomically, so the cache never holds a partial or unverified file. An already
-    cached file is returned as is.
+    Streams into ``.<file>.part`` beside the target with a tqdm bar (``progress=None``: only
+    when stderr is a terminal), checks the sha256 (prefix), then renames atomically, so the
+    cache never holds a partial or unverified file. A cut transfer (connection reset, short
+    body, timeout, HTTP 5xx) is retried up to ``attempts`` times with exponential backoff
+    (:data:`RETRY_BACKOFF_S`, doubled each time), resuming with an HTTP ``Range`` request when
+    the server supports it (else starting over); the ``.part`` file of a run that gave up is
+    kept, so the next run resumes it. An exclusive lock on ``.<file>.lock`` makes concurrent
+    fetches of one file (archive workers, two shells) take turns. An already cached file is
+    returned as is.
 
     Raises:
-        WeightsError: network failure (names the file and the path to place it at by hand), or
-            checksum mismatch (names expected vs got; the temp file is deleted).
+        WeightsError: one line: no network, a proxy or SSL error, an HTTP error, or retries
+            used up (each names the file, the URL and the exact path to place it at), or a
+            checksum mismatch (names expected vs got; the partial file is deleted).
     """
     entry = _entry(name)
     target = entry.path
     if target.is_file():
         return target
-    if not entry.url:
+    url = download_url(entry)
+    if not url:
         raise WeightsError(f"{entry.name} has no download URL; place {entry.file_name} at {target}")
+    if progress is None:
+        progress = sys.stderr.isatty()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{entry.file_name}.", suffix=".part"
-    )
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _download(entry, out, progress=progress, timeout_s=timeout_s)
+    part = target.parent / f".{entry.file_name}.part"
+    with _file_lock(target.parent / f".{entry.file_name}.lock"):
+        if target.is_file():  # another process finished it while we waited
+            return target
+        delay, attempts = RETRY_BACKOFF_S, max(1, attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                _download(entry, url, part, progress=progress, timeout_s=timeout_s)
+                break
+            except _Retryable as exc:
+                if attempt >= attempts:
+                    raise WeightsError(
+                        f"could not download {entry.file_name} from {url}: {exc} "
+                        f"({attempts} attempts); run again to resume, or download it yourself "
+                        f"and place it at {target}"
+                    ) from None
+                log.warning(
+                    "download of %s cut (%s); retry %d/%d in %.1f s, resuming at %d bytes",
+                    entry.file_name, exc, attempt, attempts - 1, delay,
+                    part.stat().st_size if part.exists() else 0,
+                )  # fmt: skip
+                time.sleep(delay)
+                delay *= 2
+        digest = _sha256_file(part)
         if entry.sha256 and not digest.startswith(entry.sha256):
+            part.unlink(missing_ok=True)
             raise WeightsError(
-                f"checksum mismatch for {entry.file_name} from {entry.url}: expected sha256 "
-                f"starting with {entry.sha256}, got {digest}"
+                f"checksum mismatch for {entry.file_name} from {url}: expected sha256 "
+                f"starting with {entry.sha256}, got {digest}; the file was deleted"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        os.replace(part, target)
     return target
 
 
 def resolve(name: str | WeightsEntry, spec: str | os.PathLike[str]) -> ResolvedWeights:
     """Turn a weights spec (``"none"``, ``"pretrained"``, ``"auto"`` or a path) into tensors.
 
-    See the module docstring for what each spec means. ``"auto"`` never touches the network.
+    See the module docstring for what each spec means. ``"auto"`` and ``"pretrained"``
+    download a missing file (:func:`fetch`); call :func:`prefetch` first to do that up front.
     """
     entry = _entry(name)
     spec_str = os.fspath(spec)
@@ -258,22 +323,45 @@ def resolve(name: str | WeightsEntry, spec: str | os.PathLike[str]) -> ResolvedW
             return ResolvedWeights(
                 _load_file(entry.path), "pretrained", f"pretrained {entry.name} from {entry.path}"
             )
-        for pack, directory in PACKS.items():
-            candidate = directory / f"{entry.name}.pt"
-            if candidate.is_file():
-                return ResolvedWeights(
-                    _load_file(candidate), f"pack:{pack}", f"{pack} pack weights from {candidate}"
-                )
+        pack_file = _pack_file(entry)
+        if pack_file is not None:
+            pack, candidate = pack_file
+            return ResolvedWeights(
+                _load_file(candidate), f"pack:{pack}", f"{pack} pack weights from {candidate}"
+            )
+        if not entry.url:  # nothing to download: the caller decides (simnet: an error)
+            return ResolvedWeights(
+                None,
+                "random",
+                f"random weights (no file at {entry.path} and no download URL for {entry.name})",
+            )
+        path = fetch(entry)
         return ResolvedWeights(
-            None,
-            "random",
-            f"random weights (no pretrained file at {entry.path}; run `vigil models fetch "
-            f"{entry.name}` or place {entry.file_name} there)",
+            _load_file(path), "pretrained", f"pretrained {entry.name} weights from {path}"
         )
     path = Path(spec_str).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path} (for {entry.name})")
     return ResolvedWeights(_load_file(path), "path", f"{entry.name} weights from {path}")
+
+
+def prefetch(name: str | WeightsEntry, spec: str | os.PathLike[str]) -> Path | None:
+    """Download now what :func:`resolve` would download for ``spec`` (None: nothing to fetch).
+
+    The CLI calls this before it starts the pipeline's processes, so that the progress bar is
+    on the user's terminal and a failure is a one-line exit 2, not a failed stage.
+    """
+    entry = _entry(name)
+    return fetch(entry) if needs_download(entry, spec) else None
+
+
+def needs_download(name: str | WeightsEntry, spec: str | os.PathLike[str]) -> bool:
+    """Whether :func:`resolve` with ``spec`` would download (no cached file, no pack file)."""
+    entry = _entry(name)
+    spec_str = os.fspath(spec)
+    if spec_str not in ("auto", "pretrained") or not entry.url or entry.path.is_file():
+        return False
+    return spec_str == "pretrained" or _pack_file(entry) is None
 
 
 def load_weights(model: nn.Module, resolved: ResolvedWeights, *, name: str = "model") -> None:
@@ -309,6 +397,15 @@ def _entry(name: str | WeightsEntry) -> WeightsEntry:
     return name if isinstance(name, WeightsEntry) else REGISTRY.get(name)
 
 
+def _pack_file(entry: WeightsEntry) -> tuple[str, Path] | None:
+    """``(pack name, file)`` of the first pack in :data:`PACKS` holding ``<name>.pt``."""
+    for pack, directory in PACKS.items():
+        candidate = directory / f"{entry.name}.pt"
+        if candidate.is_file():
+            return pack, candidate
+    return None
+
+
 def _import_builder(path: str) -> Callable[..., nn.Module]:
     module_name, _, attr = path.partition(":")
     if not attr:
@@ -316,31 +413,165 @@ def _import_builder(path: str) -> Callable[..., nn.Module]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def _download(entry: WeightsEntry, out: Any, *, progress: bool, timeout_s: float) -> str:
-    """Stream ``entry.url`` into the open binary file ``out``; return the sha256 hex digest."""
+class _Retryable(Exception):
+    """A transfer cut midway, or a transient server error: worth another try (resuming)."""
+
+
+def _download(
+    entry: WeightsEntry, url: str, part: Path, *, progress: bool, timeout_s: float
+) -> None:
+    """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range request.
+
+    Returns once the whole body is on disk. Raises :class:`_Retryable` for a cut or transient
+    failure, :class:`WeightsError` (one line) for one that another try would not fix.
+    """
     from tqdm import tqdm  # only needed when downloading
 
-    hasher = hashlib.sha256()
-    request = urllib.request.Request(entry.url, headers={"User-Agent": "vigil"})
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "vigil"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=entry.file_name, disable=not progress) as bar:  # fmt: skip
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    bar.update(len(chunk))
-    except (OSError, http.client.HTTPException, ValueError) as exc:  # incl. timeouts, HTTP errors
-        if isinstance(exc, urllib.error.HTTPError):
-            reason: object = f"HTTP {exc.code} {exc.reason}"
-        else:
-            reason = getattr(exc, "reason", None) or exc
+        # A new opener per download: its ProxyHandler reads *_PROXY now, not at first use.
+        response = urllib.request.build_opener().open(request, timeout=timeout_s)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and have:  # the partial file is not a prefix we can extend
+            part.unlink(missing_ok=True)
+            raise _Retryable("server refused the resume range; starting over") from None
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
+        if exc.code == 407:
+            raise WeightsError(_proxy_message(entry, url, f"HTTP 407 {exc.reason}")) from None
         raise WeightsError(
-            f"could not download {entry.file_name} from {entry.url} ({reason}); "
+            f"could not download {entry.file_name} from {url} (HTTP {exc.code} {exc.reason}); "
             f"download it yourself and place it at {entry.path}"
         ) from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise _connect_error(entry, url, exc) from None
+    with response:
+        if have and response.status != 206:  # the server ignored Range: start over
+            have = 0
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        got = 0
+        try:
+            with open(part, "ab" if have else "wb") as out, tqdm(
+                total=None if expected is None else have + expected, initial=have, unit="B",
+                unit_scale=True, unit_divisor=1024, desc=entry.file_name, disable=not progress,
+            ) as bar:  # fmt: skip
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead
+            raise _Retryable(_reason(exc)) from None
+    if expected is not None and got < expected:
+        raise _Retryable(f"connection closed after {have + got} of {have + expected} bytes")
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason).strip() or type(reason).__name__
+    return text.splitlines()[0]
+
+
+def _connect_error(entry: WeightsEntry, url: str, exc: BaseException) -> Exception:
+    """Classify a failure to get a response: no network, SSL, proxy (WeightsError) or a
+    transient failure (:class:`_Retryable`)."""
+    reason = getattr(exc, "reason", None) or exc
+    text = _reason(exc)
+    if isinstance(reason, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+        return WeightsError(
+            f"SSL error downloading {entry.file_name} from {url} ({text}); if a proxy or "
+            f"firewall inspects TLS, point SSL_CERT_FILE at its CA bundle, or download the file "
+            f"yourself and place it at {entry.path}"
+        )
+    if _proxy_for(url):
+        return WeightsError(_proxy_message(entry, url, text))
+    offline = (ConnectionRefusedError, socket.gaierror)
+    unreachable = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL)
+    if isinstance(reason, offline) or getattr(reason, "errno", None) in unreachable:
+        return WeightsError(
+            f"no network: cannot download {entry.file_name} from {url} ({text}); download it "
+            f"on a machine with network access and place it at {entry.path}, or run with "
+            f"--weights none for random weights"
+        )
+    if isinstance(reason, (TimeoutError, ConnectionError, http.client.HTTPException)):
+        return _Retryable(text)
+    return WeightsError(
+        f"could not download {entry.file_name} from {url} ({text}); "
+        f"download it yourself and place it at {entry.path}"
+    )
+
+
+def _proxy_for(url: str) -> str:
+    """The proxy urllib would use for ``url`` ('' for none), from ``*_PROXY``/``NO_PROXY``."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme, "")
+    if proxy and parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return ""
+    return proxy
+
+
+def _proxy_message(entry: WeightsEntry, url: str, reason: str) -> str:
+    proxy = _proxy_for(url) or "(the configured proxy)"
+    return (
+        f"proxy error downloading {entry.file_name} from {url} via {_redact(proxy)} ({reason}); "
+        f"check HTTPS_PROXY / HTTP_PROXY / NO_PROXY, or download the file yourself and place "
+        f"it at {entry.path}"
+    )
+
+
+def _redact(url: str) -> str:
+    """``http://user:secret@host:3128`` -> ``http://***@host:3128`` (no credentials in logs)."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _sha256_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
     return hasher.hexdigest()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, and removed on release); WeightsError
+    after ``timeout_s`` of waiting. A lock file removed by its previous holder while we waited
+    is detected (inode changed) and the lock taken again on the new file."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        f = open(path, "a")  # noqa: SIM115 (closed below, on every path)
+        try:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise WeightsError(
+                            f"another process has been downloading into {path.parent} for "
+                            f"over {timeout_s:.0f} s (lock {path}); wait for it, or delete "
+                            "the lock file"
+                        ) from None
+                    time.sleep(0.2)
+            try:
+                same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                try:
+                    yield
+                finally:
+                    path.unlink(missing_ok=True)  # before unlocking: waiters then re-check
+                return
+        finally:
+            f.close()  # releases the lock
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:

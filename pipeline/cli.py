@@ -235,8 +235,16 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         help="before publishing, wait (up to 10 s) for this many event subscribers",
     )
-    p.add_argument("--model", help="detector name (see `vigil models list`)")
-    p.add_argument("--weights", help="auto | pretrained | none | PATH to weights")
+    p.add_argument(
+        "--model",
+        help="detector name (see `vigil models list`; default auto: the light one on a CPU, "
+        "the stronger one on CUDA)",
+    )
+    p.add_argument(
+        "--weights",
+        help="auto (default: cached, else downloaded on first use) | pretrained | none "
+        "(random weights) | PATH to weights",
+    )
     p.add_argument("--score-threshold", type=float, help="minimum detection score, 0-1")
     p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold, 0-1")
     p.add_argument("--classes", help="comma-separated class names to keep, e.g. person,car")
@@ -342,14 +350,14 @@ def cmd_process(args: argparse.Namespace) -> int:
                 setattr(cfg.archive, key, getattr(args, key))
     except ValidationError as exc:
         raise UserError(f"invalid --{key.replace('_', '-')}: {exc.errors()[0]['msg']}") from None
-    from models.catalog import check_model
     from models.weights import WeightsError
 
+    check_detector(cfg)
     try:
-        check_model(cfg.detect.model)
         inputs = archive.expand_inputs(
             specs, out_dir=cfg.output.dir, extensions=cfg.archive.extensions
         )
+        prepare_models(cfg)
         summary = archive.run_archive(
             cfg, inputs, cfg.output.dir, stream_id=getattr(args, "stream_id", None) or "cam1"
         )
@@ -408,13 +416,7 @@ def _execute(cfg: Any) -> int:
 
     if not cfg.sources and not cfg.runtime.control:
         raise UserError("no sources: give an INPUT, or list sources in the config")
-    from models.catalog import check_model
-    from models.weights import WeightsError
-
-    try:
-        check_model(cfg.detect.model)
-    except WeightsError as exc:
-        raise UserError(str(exc)) from None
+    check_detector(cfg)
     totals: int | None = 0
     for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
         try:
@@ -423,6 +425,7 @@ def _execute(cfg: Any) -> int:
             raise UserError(str(exc)) from None
         if totals is not None:  # the bar has a total only when every source ends
             totals = None if src.loop or not frames else totals + frames
+    prepare_models(cfg)  # after the inputs: no download for a run that cannot start
     try:
         summary = run_pipeline(cfg, progress_total=totals or None)
     except StageFailed as exc:
@@ -450,6 +453,56 @@ def _execute(cfg: Any) -> int:
     if summary.interrupted:
         say("stopped on request; every frame read was processed", logging.WARNING)
     return EXIT_OK
+
+
+def check_detector(cfg: Any) -> None:
+    """UserError (exit 2) for an unknown ``detect.model``; needs no torch, no network."""
+    from models.catalog import check_model
+    from models.weights import WeightsError
+
+    try:
+        check_model(cfg.detect.model)
+    except WeightsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def prepare_models(cfg: Any) -> None:
+    """Before any stage starts: pick the per-device default for ``detect.model: auto``, check a
+    weights path, and download missing pretrained weights here, with the progress bar on this
+    terminal. UserError (exit 2, one line) when that fails: offline, the message names the
+    file, its URL and the path to place it at. On success, one line says which detector was
+    picked and why (for ``auto``) and one line per file downloaded."""
+    from models import weights
+    from models.catalog import CUSTOM_PERCEIVERS, check_model, default_detector
+
+    det = cfg.detect
+    lines = []
+    try:
+        check_model(det.model)
+        if det.model == "auto":
+            det.model, why = default_detector(det.device)
+            lines.append(f"detector {det.model}: {why}")
+        wanted = [(det.model, det.weights)]
+        if cfg.segment.enabled:
+            wanted.append((cfg.segment.model, cfg.segment.weights))
+        for model, spec in wanted:
+            if model in CUSTOM_PERCEIVERS or model.lower() in ("none", "off"):
+                continue
+            entry = weights.get(model)
+            if spec not in ("auto", "pretrained", "none"):
+                path = Path(spec).expanduser()
+                if not path.is_file():
+                    raise weights.WeightsError(f"weights file not found: {path} (for {model})")
+            elif weights.needs_download(entry, spec):
+                log.info("downloading %s from %s", entry.file_name, weights.download_url(entry))
+                path = weights.fetch(entry)
+                size_mb = path.stat().st_size / 1e6
+                lines.append(f"downloaded {entry.file_name} ({size_mb:.1f} MB, sha256 "
+                             f"verified) to {path} (first use)")  # fmt: skip
+    except weights.WeightsError as exc:
+        raise UserError(str(exc)) from None
+    for line in lines:
+        say(line)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -520,7 +573,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not args.name:
             raise UserError("vigil models fetch needs a model NAME (see `vigil models list`)")
         try:
-            path = weights.fetch(args.name, progress=True)
+            path = weights.fetch(args.name)  # a progress bar on a terminal only
         except weights.WeightsError as exc:
             raise UserError(str(exc)) from None
         print(f"vigil: {args.name} weights verified and cached at {path}")

@@ -101,10 +101,14 @@ class SourceConfig(_Strict):
 
 class DetectConfig(_Strict):
     model: str = Field(
-        "fasterrcnn_mobilenet_v3_large_fpn", description="detector in the weights registry"
+        "auto",
+        description="detector in the weights registry, or auto: the light one on a CPU, the "
+        "stronger one on CUDA (vigil says which and why)",
     )
     weights: str = Field(
-        "auto", description="auto | pretrained | none (random) | path to a .pth file"
+        "auto",
+        description="auto (cached, pack, else download on first use) | pretrained | none "
+        "(random, on purpose) | path to a .pth file",
     )
     score_threshold: float = Field(0.5, ge=0.0, le=1.0, description="drop boxes below this score")
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="class-aware NMS IoU threshold")

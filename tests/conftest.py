@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+
+# No test may reach a real model hub: downloads go to a refused port on 127.0.0.1 unless a test
+# points VIGIL_WEIGHTS_URL_BASE at its own server. Set here, so child processes inherit it.
+os.environ["VIGIL_WEIGHTS_URL_BASE"] = "http://127.0.0.1:9/no-network-in-tests"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

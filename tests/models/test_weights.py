@@ -11,7 +11,7 @@ import hashlib
 import http.server
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,20 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VIGIL_CACHE", str(root))
     monkeypatch.setattr(W, "PACKS", {})
     return root
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No backoff sleeps in tests (the retry logic is what is tested, not the wall clock)."""
+    monkeypatch.setattr(W, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.delenv(W.URL_BASE_ENV, raising=False)
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY", "no_proxy", "NO_PROXY"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _tiny_builder(**_: object) -> nn.Module:
@@ -241,26 +255,41 @@ def test_resolve_pretrained_uses_the_cached_file(cache: Path) -> None:
     assert resolved.source == "pretrained" and set(resolved.state_dict) == {"weight", "bias"}
 
 
-def test_resolve_auto_prefers_cache_then_pack_then_random(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_resolve_auto_prefers_cache_then_pack_then_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_dir: tuple[Path, str], cache: Path
 ) -> None:
-    entry = make_entry(url=closed_port_url("tiny.pth"))  # auto must never try this URL
-    resolved = W.resolve(entry, "auto")
-    assert resolved.state_dict is None and resolved.source == "random"
-    assert (
-        str(entry.path) in resolved.description
-        and "vigil models fetch tiny" in resolved.description
-    )
+    root, base = http_dir
+    served = nn.Linear(3, 2)
+    torch.save(served.state_dict(), root / "tiny.pth")
+    entry = make_entry(url=f"{base}/tiny.pth", sha256=_sha(root / "tiny.pth"))
 
     pack = tmp_path / "sim"
     pack.mkdir()
     torch.save(nn.Linear(3, 2).state_dict(), pack / "tiny.pt")
-    monkeypatch.setattr(W, "PACKS", {"sim": pack, "missing": tmp_path / "nowhere"})
+    monkeypatch.setattr(W, "PACKS", {"missing": tmp_path / "nowhere", "sim": pack})
     assert W.resolve(entry, "auto").source == "pack:sim"
+    assert not entry.path.exists()  # a pack file is used as is: nothing downloaded
 
-    entry.path.parent.mkdir(parents=True)
-    torch.save(nn.Linear(3, 2).state_dict(), entry.path)
+    monkeypatch.setattr(W, "PACKS", {})
+    resolved = W.resolve(entry, "auto")  # first use: downloaded, verified, cached
+    assert resolved.source == "pretrained" and entry.path.is_file()
+    assert torch.equal(resolved.state_dict["weight"], served.weight)
+
+    (root / "tiny.pth").unlink()  # the cached file is used from now on: no network needed
     assert W.resolve(entry, "auto").source == "pretrained"
+
+
+def test_resolve_auto_offline_is_an_error_not_random(cache: Path) -> None:
+    """Random weights only when asked: auto with no file and no network names what to do."""
+    url = closed_port_url("tiny.pth")
+    with pytest.raises(WeightsError) as info:
+        W.resolve(make_entry(url=url), "auto")
+    message = str(info.value)
+    assert message.startswith("no network: cannot download tiny.pth")
+    assert url in message and str(cache / "weights" / "tiny.pth") in message
+    assert "--weights none" in message and "\n" not in message
+    # an entry with nothing to download (e.g. simnet without its pack) is the caller's call
+    assert W.resolve(make_entry(), "auto").source == "random"
 
 
 # --- fetch ---------------------------------------------------------------------------------
@@ -309,3 +338,163 @@ def test_fetch_times_out_on_a_silent_server(cache: Path) -> None:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/tiny.pth"
         with pytest.raises(WeightsError, match=r"could not download tiny\.pth"):
             W.fetch(make_entry(url=url), progress=False, timeout_s=0.3)
+
+
+# --- cut downloads, resume, retry, override, proxy, SSL -----------------------------------
+
+
+class FlakyServer:
+    """An HTTP server on 127.0.0.1 serving one payload at ``/<name>``, that can cut responses.
+
+    ``cuts``: how many responses (from the first) send only half their bytes and close the
+    connection; ``ranges``: whether ``Range: bytes=N-`` requests get ``206`` (else the whole
+    file, ``200``). ``requests`` records each request's Range header ('' for none).
+    """
+
+    def __init__(self, payload: bytes, *, cuts: int, ranges: bool) -> None:
+        self.payload, self.cuts, self.ranges = payload, cuts, ranges
+        self.requests: list[str] = []
+        flaky = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                requested = self.headers.get("Range", "")
+                flaky.requests.append(requested)
+                start = 0
+                if requested and flaky.ranges:
+                    start = int(requested.removeprefix("bytes=").rstrip("-"))
+                body = flaky.payload[start:]
+                self.send_response(206 if start else 200)
+                if start:
+                    total = len(flaky.payload)
+                    self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if flaky.cuts > 0:  # half the bytes, then hang up, as a dropped link does
+                    flaky.cuts -= 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def flaky() -> Iterator[Callable[..., FlakyServer]]:
+    servers: list[FlakyServer] = []
+
+    def make(payload: bytes, *, cuts: int = 0, ranges: bool = True) -> FlakyServer:
+        servers.append(FlakyServer(payload, cuts=cuts, ranges=ranges))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: several read chunks, cut in the middle of one
+
+
+def test_cut_download_resumes_with_a_range_request(flaky, cache: Path) -> None:
+    server = flaky(PAYLOAD, cuts=1, ranges=True)
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    path = W.fetch(make_entry(url=f"{server.base}/tiny.pth", sha256=digest[:8]), progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests == ["", f"bytes={len(PAYLOAD) // 2}-"]  # resumed at the cut
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.pth"]
+
+
+def test_cut_download_starts_over_when_the_server_ignores_range(flaky, cache: Path) -> None:
+    server = flaky(PAYLOAD, cuts=2, ranges=False)
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    path = W.fetch(make_entry(url=f"{server.base}/tiny.pth", sha256=digest), progress=False)
+    assert path.read_bytes() == PAYLOAD  # the 200 replies were not appended to the partial file
+    assert len(server.requests) == 3
+
+
+def test_download_cut_every_time_fails_clearly_then_resumes_next_run(flaky, cache: Path) -> None:
+    server = flaky(PAYLOAD, cuts=3, ranges=True)
+    entry = make_entry(url=f"{server.base}/tiny.pth", sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    with pytest.raises(WeightsError) as info:
+        W.fetch(entry, progress=False, attempts=3)
+    message = str(info.value)
+    assert "could not download tiny.pth" in message and "connection closed after" in message
+    assert "(3 attempts)" in message and str(entry.path) in message and "\n" not in message
+    assert not entry.path.exists()  # nothing unverified in the cache
+    part = entry.path.parent / ".tiny.pth.part"
+    assert 0 < part.stat().st_size < len(PAYLOAD)  # kept for the next run
+    have = part.stat().st_size
+    assert W.fetch(entry, progress=False).read_bytes() == PAYLOAD  # the link is back
+    assert server.requests[-1] == f"bytes={have}-" and not part.exists()
+
+
+def test_wrong_checksum_after_resume_deletes_the_partial_file(flaky, cache: Path) -> None:
+    server = flaky(PAYLOAD, cuts=1, ranges=True)
+    entry = make_entry(url=f"{server.base}/tiny.pth", sha256="deadbeef")
+    with pytest.raises(WeightsError, match="checksum mismatch for tiny.pth.*deadbeef"):
+        W.fetch(entry, progress=False)
+    assert list(entry.path.parent.iterdir()) == []
+
+
+def test_url_base_override_replaces_the_host_for_every_entry(
+    http_dir: tuple[Path, str], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, base = http_dir
+    (root / "tiny.pth").write_bytes(PAYLOAD)
+    entry = make_entry(url="https://download.example.invalid/models/tiny.pth")
+    assert W.download_url(entry) == entry.url
+    monkeypatch.setenv(W.URL_BASE_ENV, base + "/")
+    assert W.download_url(entry) == f"{base}/tiny.pth"
+    assert W.fetch(entry, progress=False).read_bytes() == PAYLOAD
+    real = W.get("fasterrcnn_mobilenet_v3_large_320_fpn")
+    assert W.download_url(real) == f"{base}/fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth"
+
+
+def test_refused_connection_is_no_network_and_not_retried(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(W, "RETRY_BACKOFF_S", 3600.0)  # a retry would hang the test
+    url = closed_port_url("tiny.pth")
+    with pytest.raises(WeightsError, match=r"^no network: cannot download tiny\.pth"):
+        W.fetch(make_entry(url=url), progress=False)
+
+
+def test_proxy_failure_is_one_line_naming_the_proxy_without_credentials(
+    http_dir: tuple[Path, str], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, base = http_dir
+    proxy = closed_port_url("").rstrip("/").replace("http://", "http://bob:secret@")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("http_proxy", proxy)
+    with pytest.raises(WeightsError) as info:
+        W.fetch(make_entry(url=f"{base}/tiny.pth"), progress=False)
+    message = str(info.value)
+    assert message.startswith("proxy error downloading tiny.pth") and "HTTPS_PROXY" in message
+    assert "secret" not in message and "***@127.0.0.1" in message and "\n" not in message
+
+
+def test_ssl_failure_is_one_line_with_a_hint(http_dir: tuple[Path, str], cache: Path) -> None:
+    _, base = http_dir  # plain HTTP spoken to a TLS client: the handshake fails
+    url = base.replace("http://", "https://") + "/tiny.pth"
+    with pytest.raises(WeightsError) as info:
+        W.fetch(make_entry(url=url), progress=False)
+    message = str(info.value)
+    assert message.startswith("SSL error downloading tiny.pth") and "SSL_CERT_FILE" in message
+    assert str(make_entry().path) in message and "\n" not in message
