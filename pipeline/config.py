@@ -134,6 +134,11 @@ class OutputConfig(_Strict):
     )
     video_codec: str = Field("libx264", description="PyAV encoder for annotated.mp4")
     video_crf: int = Field(23, ge=0, le=51, description="x264 quality (lower is better)")
+    existing: Literal["keep", "overwrite"] = Field(
+        "keep",
+        description="a previous run's outputs in DIR: keep (moved to DIR/previous/N/) or "
+        "overwrite (deleted; --overwrite); the journal always continues",
+    )
 
 
 class PublishConfig(_Strict):
@@ -249,6 +254,31 @@ class RuntimeConfig(_Strict):
         gt=0,
         description="/readyz: a stream with no frame this long, or a stage with no report this "
         "long, is not ready",
+    )
+    http_token_file: Path | None = Field(
+        None,
+        description="file holding the HTTP bearer token (required to serve HTTP beyond "
+        "loopback): Authorization: Bearer TOKEN, or /?token=TOKEN once in a browser",
+    )
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides the bound host, localhost and IP "
+        "literals (DNS rebinding guard), e.g. [vigil.example.org]",
+    )
+    http_max_connections: int = Field(
+        100, ge=1, le=10000, description="HTTP connections at once (one thread each; 503 past it)"
+    )
+    http_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="an HTTP client must send its request head within this, and a write it "
+        "does not read for this long closes its connection, seconds",
+    )
+    insecure: bool = Field(
+        False,
+        description="allow binding HTTP without a token, or ZeroMQ endpoints without CURVE, "
+        "beyond loopback (a warning is logged); --insecure",
     )
 
     @field_validator("control")
