@@ -561,7 +561,7 @@ class _Run:
         log.warning(
             "viewer, /metrics, /healthz and /readyz on %s%s",
             service.url,
-            " (token required: open it once as /?token=TOKEN)" if token else "",
+            " (it needs the token of runtime.http_token_file; README, Security)" if token else "",
         )
         return service
 
