@@ -116,3 +116,19 @@ def test_an_unwritable_out_is_one_line_and_exit_2(
             pytest.skip("no sysfs here")
     assert main(["process", str(tiny_video), "--out", str(out), "--model", "simnet"]) == 2
     assert f"{out}" in one_line_error(capsys)
+
+
+def test_replay_of_a_journal_with_damaged_pages_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Fault: `vigil replay` opened a journal with a sound header, then died with sqlite's
+    traceback at the first damaged page it read."""
+    path = tmp_path / "events.journal.sqlite"
+    with EventJournal(path) as journal:
+        for _ in range(3000):
+            journal.append({"v": 1, "type": "objects.count", "stream": "cam1", "pad": "x" * 200})
+    data = bytearray(path.read_bytes())
+    data[4096 * 40 : 4096 * 60] = b"\x5a" * (4096 * 20)
+    path.write_bytes(bytes(data))
+    assert main(["replay", str(path)]) == 2
+    assert "malformed" in one_line_error(capsys)
