@@ -337,7 +337,7 @@ def _answer_busy(request: socket.socket) -> None:
         request.setblocking(False)
         request.send(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: 25\r\nConnection: close\r\n\r\ntoo many HTTP connections\n"
+            b"Content-Length: 26\r\nConnection: close\r\n\r\ntoo many HTTP connections\n"
         )
     except OSError:
         pass

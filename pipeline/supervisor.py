@@ -266,8 +266,6 @@ class _Run:
                     raise StageFailed(
                         "control", f"cannot bind {cfg.runtime.control}: {exc}", user=True
                     ) from None
-            if cfg.runtime.http:
-                http = self._open_http(zctx)
         except BaseException:
             if server is not None:
                 server.close()
@@ -291,6 +289,9 @@ class _Run:
         ended_sent: dict[str, int] = {}
         failed = True
         try:
+            if cfg.runtime.http:  # once the stages exist: /api/status lists them from its start
+                http = self._open_http(zctx)
+                self._refresh_status()
             while len(self.done) < len(self.procs):
                 now = self.loop_ts = time.monotonic()
                 if signals.caught and not self.stop.is_set():
