@@ -262,6 +262,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # server_close must not wait for streaming clients
+    request_queue_size = 128  # listen backlog: at socketserver's 5, a burst waits for SYN retries
 
     def __init__(
         self, address: tuple[str, int], handler: type, *, max_connections: int, timeout_s: float
