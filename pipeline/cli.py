@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--events", help="also publish events on this ZeroMQ endpoint")
     d.add_argument("--frames", help="also publish annotated JPEG frames on this endpoint")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete a previous run's outputs in --out (default: move them to OUT/previous/N/)",
+    )
     d.add_argument(
         "--model",
         help="detector (default: the config's, or simnet when its "
@@ -270,6 +276,17 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="files: start over at the end, forever (a stand-in camera; stop with Ctrl-C or "
         "--duration)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete a previous run's outputs in --out (default: move them to OUT/previous/N/)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow --http beyond loopback without runtime.http_token_file, and ZeroMQ "
+        "endpoints beyond loopback without publish.curve_secret_key_file (logs a warning)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -293,6 +310,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "runtime.duration_s": g("duration"),
         "runtime.control": g("control"),
         "runtime.http": g("http"),
+        "runtime.insecure": True if g("insecure") else None,
+        "output.existing": "overwrite" if g("overwrite") else None,
     }
 
 
@@ -411,12 +430,19 @@ def demo_model(config: Path) -> str:
 
 
 def _execute(cfg: Any) -> int:
+    from pipeline.access import ExposureError, check_exposure, read_token
     from pipeline.supervisor import StageFailed, run_pipeline
     from stream.sources import SourceError, probe_source
 
     if not cfg.sources and not cfg.runtime.control:
         raise UserError("no sources: give an INPUT, or list sources in the config")
     check_detector(cfg)
+    try:
+        check_exposure(cfg, warn=False)  # nothing beyond loopback unprotected
+        if cfg.runtime.http and cfg.runtime.http_token_file:
+            read_token(cfg.runtime.http_token_file)
+    except ExposureError as exc:
+        raise UserError(str(exc)) from None
     totals: int | None = 0
     for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
         try:
@@ -425,6 +451,7 @@ def _execute(cfg: Any) -> int:
             raise UserError(str(exc)) from None
         if totals is not None:  # the bar has a total only when every source ends
             totals = None if src.loop or not frames else totals + frames
+    _prepare_output(cfg)
     prepare_models(cfg)  # after the inputs: no download for a run that cannot start
     try:
         summary = run_pipeline(cfg, progress_total=totals or None)
@@ -505,6 +532,24 @@ def prepare_models(cfg: Any) -> None:
         say(line)
 
 
+def _prepare_output(cfg: Any) -> None:
+    """Before anything starts: the output folder is writable, the journal sound, and a
+    previous run's outputs set aside (``output.existing``); see :mod:`pipeline.outputs`."""
+    from pipeline import outputs
+
+    out = cfg.output.dir
+    try:
+        outputs.check_output_dir(out)
+        journal = outputs.journal_path(cfg.publish.journal, out)
+        if journal is not None:
+            outputs.check_journal(journal)
+        note = outputs.set_aside_previous(out, cfg.output.existing)
+    except outputs.OutputError as exc:
+        raise UserError(str(exc)) from None
+    if note:
+        say(note)
+
+
 def cmd_subscribe(args: argparse.Namespace) -> int:
     from pipeline.config import check_endpoint
     from stream.client import EventClient, PublisherDead
@@ -561,6 +606,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(line)
     except BrokenPipeError:  # `vigil replay ... | head`
         pass
+    except sqlite3.Error as exc:  # a page damaged past the header: one line, not a traceback
+        raise UserError(f"cannot read the event journal {args.journal}: {exc}") from None
     finally:
         journal.close()
     return EXIT_OK

@@ -154,6 +154,11 @@ class OutputConfig(_Strict):
     clip_buffer_mb: float = Field(
         512.0, gt=0, description="per-stream pre-roll buffer of annotated frames, MiB (cap)"
     )
+    existing: Literal["keep", "overwrite"] = Field(
+        "keep",
+        description="a previous run's outputs in DIR: keep (moved to DIR/previous/N/) or "
+        "overwrite (deleted; --overwrite); the journal always continues",
+    )
 
 
 class MqttConfig(_Strict):
@@ -340,6 +345,31 @@ class RuntimeConfig(_Strict):
         gt=0,
         description="/readyz: a stream with no frame this long, or a stage with no report this "
         "long, is not ready",
+    )
+    http_token_file: Path | None = Field(
+        None,
+        description="file holding the HTTP bearer token (required to serve HTTP beyond "
+        "loopback): Authorization: Bearer TOKEN, or /?token=TOKEN once in a browser",
+    )
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted besides the bound host, localhost and IP "
+        "literals (DNS rebinding guard), e.g. [vigil.example.org]",
+    )
+    http_max_connections: int = Field(
+        100, ge=1, le=10000, description="HTTP connections at once (one thread each; 503 past it)"
+    )
+    http_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="an HTTP client must send its request head within this, and a write it "
+        "does not read for this long closes its connection, seconds",
+    )
+    insecure: bool = Field(
+        False,
+        description="allow binding HTTP without a token, or ZeroMQ endpoints without CURVE, "
+        "beyond loopback (a warning is logged); --insecure",
     )
 
     @field_validator("control")

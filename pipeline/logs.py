@@ -19,7 +19,9 @@ workers read it back (``json_logs=None``).
 
 Every line is redacted before it is written (:class:`RedactFilter`): the userinfo of any URI
 in the message, its arguments or its traceback (``rtsp://user:pw@host/x``) becomes ``***``
-(``rtsp://***@host/x``), as :func:`stream.sources.redact_uri` shows URIs in events.
+(``rtsp://***@host/x``), and so do credential-like query parameters (``?password=***``) and
+credential headers (``Authorization: ***``): the one implementation :mod:`stream.redact`, which
+:func:`stream.sources.redact_uri` uses for events too.
 
 Lines about one stream name it: log them through :func:`stream_logger`, which prefixes the
 message with ``stream ID:`` and sets the record's ``stream`` (the JSON field). In a source
@@ -33,25 +35,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from stream.redact import redact
+
 LOG_JSON_ENV = "VIGIL_LOG_JSON"
 
-# scheme://userinfo@ : the userinfo is everything in the authority (no "/" nor white space)
-# up to its last "@", so a password holding an unescaped "@" is hidden whole.
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s]*@")
 _TRUE = {"1", "true", "yes", "on"}
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the credentials of every URI in it replaced: ``scheme://***@host``."""
-    if "://" not in text or "@" not in text:
-        return text
-    return _USERINFO.sub(r"\g<scheme>***@", text)
+    """``text`` with every credential in it hidden: URI userinfo (``scheme://***@host``),
+    credential-like query parameters (``?token=***``) and HTTP credential headers
+    (``Authorization: ***``). The same implementation as :func:`stream.sources.redact_uri`
+    (:func:`stream.redact.redact`)."""
+    return redact(text)
 
 
 def json_logs_from_env() -> bool:

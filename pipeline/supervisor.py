@@ -86,8 +86,11 @@ def run_pipeline(cfg: VigilConfig, *, progress_total: int | None = None) -> RunS
     (``runtime.control``) streams come and go at runtime and the run lasts until a signal or
     ``runtime.duration_s``.
     """
+    from pipeline.access import check_exposure
+
     if not cfg.sources and not cfg.runtime.control:
         raise ValueError("no sources configured")
+    check_exposure(cfg)  # ExposureError: an endpoint beyond loopback without CURVE or token
     cfg.output.dir.mkdir(parents=True, exist_ok=True)
     plain = cfg.model_dump(mode="json")
     plain["runtime"]["mode"] = resolve_mode(cfg)
@@ -311,8 +314,6 @@ class _Run:
                     raise StageFailed(
                         "control", f"cannot bind {cfg.runtime.control}: {exc}", user=True
                     ) from None
-            if cfg.runtime.http:
-                http = self._open_http(zctx)
         except BaseException:
             if server is not None:
                 server.close()
@@ -336,6 +337,9 @@ class _Run:
         ended_sent: dict[str, int] = {}
         failed = True
         try:
+            if cfg.runtime.http:  # once the stages exist: /api/status lists them from its start
+                http = self._open_http(zctx)
+                self._refresh_status()
             while len(self.done) < len(self.procs):
                 now = self.loop_ts = time.monotonic()
                 if signals.caught and not self.stop.is_set():
@@ -581,10 +585,17 @@ class _Run:
     # --- HTTP: viewer, metrics, health --------------------------------------------------
 
     def _open_http(self, zctx: zmq.Context) -> Any:
+        from pipeline.access import ExposureError, read_token
         from pipeline.config import parse_http_address
-        from pipeline.http import HttpService, LiveTap
+        from pipeline.http import HttpAccess, HttpService, LiveTap
 
-        host, port = parse_http_address(self.cfg.runtime.http)
+        rt = self.cfg.runtime
+        host, port = parse_http_address(rt.http)
+        try:
+            token = read_token(rt.http_token_file) if rt.http_token_file else None
+        except ExposureError as exc:
+            raise StageFailed("http", str(exc), user=True) from None
+        access = HttpAccess(bound_host=host, allowed_hosts=rt.http_allowed_hosts, token=token)
         tap = LiveTap(zctx, self.endpoints.tap)
         registry = self.metrics.registry()
         try:
@@ -596,13 +607,20 @@ class _Run:
                 metrics=lambda: _exposition(registry),
                 alive=self._alive,
                 out_dir=Path(self.plain["output"]["dir"]),
+                access=access,
+                max_connections=rt.http_max_connections,
+                timeout_s=rt.http_timeout_s,
             )
         except OSError as exc:
             tap.close()
             raise StageFailed(
                 "http", f"cannot serve HTTP on {host}:{port} ({exc.strerror or exc})", user=True
             ) from None
-        log.warning("viewer, /metrics, /healthz and /readyz on %s", service.url)
+        log.warning(
+            "viewer, /metrics, /healthz and /readyz on %s%s",
+            service.url,
+            " (it needs the token of runtime.http_token_file; README, Security)" if token else "",
+        )
         return service
 
     def _alive(self) -> bool:

@@ -76,6 +76,12 @@ class EventJournal:
         keep_s: never delete rows younger than this, whatever ``max_rows`` says.
         prune_every_s: how often :meth:`append` applies retention, seconds.
         readonly: open for reading only (no schema change, no appends).
+        check: also run SQLite's ``quick_check`` over every page on open (linear in the
+            file's size, about a second per few hundred MB), so a corrupt file is refused
+            now rather than at some later append or read.
+
+    A file that is not a journal (garbage bytes, a truncated or damaged database) or cannot
+    be written raises :class:`JournalError` naming the file and the cause.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class EventJournal:
         keep_s: float = 600.0,
         prune_every_s: float = 10.0,
         readonly: bool = False,
+        check: bool = False,
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
@@ -99,6 +106,7 @@ class EventJournal:
         self.max_rows = max_rows
         self.keep_s = keep_s
         self.prune_every_s = prune_every_s
+        self._db = None  # type: ignore[assignment]
         try:
             if readonly:
                 if not self.path.exists():
@@ -114,8 +122,16 @@ class EventJournal:
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 self._db.executescript(_SCHEMA)
             self._db.execute("PRAGMA busy_timeout=5000")
+            if check:
+                row = self._db.execute("PRAGMA quick_check(1)").fetchone()
+                if not row or row[0] != "ok":
+                    what = " ".join(str(row[0]).split()) if row else "unreadable"
+                    raise JournalError(f"event journal {self.path} is corrupt ({what})")
             self._last_seq = self._read_head()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError, JournalError) as exc:
+            self.close()
+            if isinstance(exc, JournalError):
+                raise
             raise JournalError(f"cannot open event journal {self.path}: {exc}") from exc
         self._next_prune = time.monotonic() + prune_every_s
         self.appended = 0

@@ -22,6 +22,8 @@ import av
 import av.codec.hwaccel
 import numpy as np
 
+from stream.redact import redact
+
 DEFAULT_IMAGE_FPS = 10.0
 
 
@@ -150,17 +152,13 @@ def probe_source(uri: str) -> int | None:
 
 
 def redact_uri(uri: str) -> str:
-    """Hide credentials: ``rtsp://user:pw@host/x`` -> ``rtsp://***@host/x``.
+    """Hide credentials: ``rtsp://user:pw@host/x?token=t`` -> ``rtsp://***@host/x?token=***``.
 
-    Everything up to the authority's *last* ``@`` goes, so a password holding an unescaped
-    ``@`` is hidden whole too."""
-    if "://" not in uri:
-        return uri
-    scheme, rest = uri.split("://", 1)
-    authority, sep, path = rest.partition("/")
-    if "@" not in authority:
-        return uri
-    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{sep}{path}"
+    The userinfo goes up to the authority's *last* ``@`` (a password holding an unescaped
+    ``@`` is hidden whole), and so do credential-like query parameters (``password=``,
+    ``token=``, ``auth=``, ``key=``, ...): one implementation, :func:`stream.redact.redact`,
+    shared with the log lines (:func:`pipeline.logs.redact_text`)."""
+    return redact(uri)
 
 
 class FileSource:
