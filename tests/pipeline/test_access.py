@@ -80,7 +80,7 @@ def test_loopback_needs_nothing_and_insecure_warns(
     ran: list[Any],
     caplog: pytest.LogCaptureFixture,
 ):
-    common = ["process", str(tiny_video), "--out", str(tmp_path / "out")]
+    common = ["process", str(tiny_video), "--out", str(tmp_path / "out"), "--weights", "none"]
     loopback = ["--http", "127.0.0.1:0", "--events", "tcp://localhost:5555"]
     assert main([*common, *loopback, "--replay", "tcp://[::1]:5556"]) == 0
     with caplog.at_level(logging.WARNING, logger=access.__name__):
