@@ -242,6 +242,7 @@ class FileSource:
         self.max_pixels = max_pixels
         self.bad_packets = 0
         self._read_error: str | None = None
+        self._reach: int | None = None  # the furthest packet end seen, time-base ticks
         ctx = self._stream.codec_context
         if not ctx.width or not ctx.height:
             self._container.close()
@@ -300,6 +301,9 @@ class FileSource:
         bad_run = 0
         try:
             for packet in self._container.demux(self._stream):
+                if packet.pts is not None:  # how far the file reaches, decodable or not
+                    end = packet.pts + (packet.duration or 0)
+                    self._reach = end if self._reach is None else max(self._reach, end)
                 try:
                     decoded = packet.decode()
                 except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
@@ -363,6 +367,11 @@ class FileSource:
             self._container.close()
         detail = f"{self.bad_packets} corrupt packet(s) skipped" if self.bad_packets else ""
         expected = self.info.frame_count
+        duration = self._stream.duration
+        if duration and self._reach is not None:  # the container says how long it is
+            start = self._stream.start_time or 0
+            cut = self._reach < start + duration * 0.98 - self._period
+            expected = idx + 2 if cut else None
         if too_large:
             self.end = EndOfStream("too_large", idx, too_large)
         elif self._read_error is not None:
