@@ -193,7 +193,10 @@ class FileSource:
       reorder window (:data:`REORDER_DEPTH` frames): each frame gets the smallest ``pts`` still
       in the window;
     - a frame without ``pts`` gets the previous one's plus one frame period (from the rate);
-    - a repeated or backwards ``pts`` is moved to one tick after the previous frame.
+    - a repeated or backwards ``pts`` is moved to one tick after the previous frame;
+    - AVI stores no presentation times, only the frames' order at a fixed rate (FFmpeg's
+      guesses differ by a frame between versions when B-frames delay the decoder): frame ``i``
+      is at ``start + i / fps``, the AVI index's own clock.
 
     Rotation metadata (the display matrix) is applied: frames are analysed and drawn upright,
     and ``info`` gives the upright size. Decoding uses FFmpeg's frame and slice threads
@@ -255,6 +258,7 @@ class FileSource:
             frames = int(round(float(self._stream.duration * self._stream.time_base * rate)))
         # One frame period in time-base ticks: the step for frames that carry no pts.
         self._period = max(1, round(1 / (float(rate) * float(time_base))))
+        self._index_clock = "avi" in self._container.format.name.split(",")
         self._decoded = self._decode()
         try:
             first = next(self._decoded, None)
@@ -354,7 +358,9 @@ class FileSource:
                     too_large = f"frame of {frame.width}x{frame.height} exceeds max_pixels"
                     break
                 raw = frame.pts
-                if raw is None:  # no timestamp: one frame period after the previous one
+                if self._index_clock:
+                    raw = (self._stream.start_time or 0) + (idx + len(window)) * self._period
+                elif raw is None:  # no timestamp: one frame period after the previous one
                     raw = last_in + self._period if last_in is not None else 0
                 last_in = raw
                 heapq.heappush(stamps, raw)

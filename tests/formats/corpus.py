@@ -349,6 +349,13 @@ def ffprobe_frames(path: Path) -> Probe:
         if t in (None, "N/A"):
             t = f.get("best_effort_timestamp_time")
         stamps.append(float(t) if t not in (None, "N/A") else float("nan"))
+    if path.suffix == ".avi":  # AVI has no pts, only frame order: frame i is at i / fps
+        rate = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+             "stream=r_frame_rate", "-of", "csv=p=0", str(path)],
+            capture_output=True, text=True, timeout=60,
+        ).stdout.strip()
+        stamps = [float(i / Fraction(rate)) for i in range(len(frames))]
     w = frames[0]["width"] if frames else 0
     h = frames[0]["height"] if frames else 0
     return Probe(sorted(stamps), w, h)
