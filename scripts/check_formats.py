@@ -29,14 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (inputs cached)")
     ap.add_argument("-k", dest="match", default="", help="only cases whose name contains this")
-    ap.add_argument("--live-s", type=float, default=30.0, help="live --loop run length, s")
     args = ap.parse_args(argv)
     cases = [c for c in corpus.CASES if args.match in c.name]
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vigil-formats-") as tmp:
         work = args.keep or Path(tmp)
         outcome, skipped = corpus.run_corpus(
-            cases, work, live_s=args.live_s, log=lambda s: print(f"check_formats: {s}", flush=True)
+            cases, work, log=lambda s: print(f"check_formats: {s}", flush=True)
         )
     checks = ("make", "reference", "graph", "archive", "live", "exit2")
     print(f"{'case':26} {'producer':8} {'what':40} " + " ".join(f"{c:8}" for c in checks[2:]))

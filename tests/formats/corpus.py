@@ -459,9 +459,9 @@ def graph_config(path: Path, inputs: dict[str, Path], out: Path, *, live: bool) 
     cfg = {
         "sources": [{"uri": str(p), "stream_id": name, "loop": live} for name, p in inputs.items()],
         "detect": {"model": "simnet", "device": "cpu"},
-        "output": {"dir": str(out)},
         "runtime": {"mode": "live" if live else "batch", "max_streams": max(16, len(inputs)),
                     "ring_slots": 4},
+        "output": {"dir": str(out), "timings": live},
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -533,24 +533,68 @@ def check_archive(cases: list[Case], files: dict[str, Path], refs: dict[str, Pro
         outcome.add(case.name, "archive", problems)
 
 
+def _frames_seen(path: Path) -> dict[str, list[int]]:
+    """Frame indices per stream in a timings.jsonl that is still being written."""
+    seen: dict[str, list[int]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # the line being written
+                continue
+            seen.setdefault(rec["stream"], []).append(rec["frame"])
+    return seen
+
+
 def check_live(cases: list[Case], files: dict[str, Path], refs: dict[str, Probe], work: Path,
-               outcome: Outcome, duration_s: float = 30.0, chunk: int = 20) -> None:
-    """`--mode live --loop`, bounded by ``duration_s``: exit 0, every stream online, events'
-    ``pts`` never back and ``ts`` on the stream's clock, across passes."""
+               outcome: Outcome, timeout_s: float = 600.0, chunk: int = 20) -> None:
+    """`--mode live --loop`, stopped (SIGTERM) once every stream has looped (a frame index
+    past its input's frame count), at most ``timeout_s``: exit 0; every stream online; frame
+    indices and the annotated video's pts strictly increasing across passes; events' ``pts``
+    never back and ``ts`` on the stream's clock."""
+    import signal
+    import time
+
     names = [c.name for c in cases]
     for start in range(0, len(names), chunk):
         group = names[start : start + chunk]
         out = work / f"live{start}"
         cfg = graph_config(work / f"live{start}.yaml", {n: files[n] for n in group}, out,
                            live=True)
-        proc = run_vigil(["run", str(cfg), *MODEL_ARGS, "--duration", str(duration_s)])
+        proc = subprocess.Popen(
+            [*VIGIL, "run", str(cfg), *MODEL_ARGS], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=vigil_env(), cwd=REPO,
+        )
+        deadline = time.monotonic() + timeout_s
+        seen: dict[str, list[int]] = {}
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                seen = _frames_seen(out / "timings.jsonl")
+                if all(max(seen.get(n, [-1])) >= len(refs[n].pts) for n in group):
+                    break
+                time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        seen = _frames_seen(out / "timings.jsonl")
         events = read_events(out / "events.jsonl")
         for name in group:
             if proc.returncode != 0:
-                outcome.add(name, "live", [f"exit {proc.returncode}: {_last(proc.stderr)}"])
+                outcome.add(name, "live", [f"exit {proc.returncode}: {_last(err)}"])
                 continue
+            problems = []
+            frames = seen.get(name, [])
+            if not frames or max(frames) < len(refs[name].pts):
+                problems.append(f"did not loop: frames {frames[-3:]} in {timeout_s:.0f} s")
+            if not _increasing([float(f) for f in frames]):
+                problems.append("frame indices not strictly increasing")
+            video = out / (f"annotated-{name}.mp4" if len(group) > 1 else "annotated.mp4")
+            got = ffprobe_frames(video).pts if video.exists() else []
+            if len(got) < 2 or not _increasing(got):
+                problems.append(f"annotated video: {len(got)} frames, pts not increasing")
             mine = [e for e in events if e.get("stream") == name]
-            outcome.add(name, "live", check_events(mine, refs[name], batch=False))
+            outcome.add(name, "live", problems + check_events(mine, refs[name], batch=False))
 
 
 def check_exit2(case: Case, path: Path, work: Path, outcome: Outcome) -> None:
@@ -571,7 +615,7 @@ def _last(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_corpus(cases: list[Case], work: Path, *, live_s: float = 30.0,
+def run_corpus(cases: list[Case], work: Path, *,
                log: Callable[[str], None] = lambda s: None) -> tuple[Outcome, dict[str, str]]:
     """Make the cases under ``work`` and run every check; returns the outcome and the cases
     skipped (name -> why: a producer not installed here)."""
@@ -594,7 +638,7 @@ def run_corpus(cases: list[Case], work: Path, *, live_s: float = 30.0,
     log("archive ...")
     check_archive(good, files, refs, work, outcome)
     log("live --loop ...")
-    check_live(good, files, refs, work, outcome, duration_s=live_s)
+    check_live(good, files, refs, work, outcome)
     for case in ready:
         if case.expect == "exit2":
             check_exit2(case, files[case.name], work, outcome)

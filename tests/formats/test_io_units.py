@@ -120,7 +120,6 @@ def test_pixel_cap_refuses_8192_square(tmp_path: Path) -> None:
     assert err.value.reason == "too_large" and "max_pixels" in str(err.value)
     with pytest.raises(SourceError):
         open_source(str(path), loop=True, max_pixels=8192 * 4320)
-    assert probe_source(str(path), max_pixels=None) == 2 or True  # no cap: it opens
     src = FileSource(tmp_path / "huge.mkv", max_pixels=None)
     assert (src.info.width, src.info.height) == (8192, 8192)
     src.close()
@@ -160,3 +159,71 @@ def test_looping_keeps_presentation_order(tmp_path: Path) -> None:
             break
     assert all(b > a for a, b in zip(pts, pts[1:]))
     assert src.passes == 3
+
+
+@pytest.mark.slow
+def test_stage_refuses_oversized_stream_with_offline_event(tmp_path: Path) -> None:
+    """A stream added at run time whose frames exceed its max_pixels: the source stage says so
+    (one error line), emits stream.offline reason too_large, and never sizes a ring for it;
+    the other stream goes on."""
+    import json
+    import signal
+    import socket
+    import time
+
+    import zmq
+
+    base = tmp_path / "base.mp4"
+    corpus.pyav("libx264")(base)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        control = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*corpus.VIGIL, "process", str(base), "--loop", "--mode", "live", "--out", str(out),
+         "--control", control, *corpus.MODEL_ARGS],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=corpus.vigil_env(),
+        cwd=corpus.REPO,
+    )
+    ctx = zmq.Context()
+
+    def request(msg: dict) -> dict | None:
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        sock.connect(control)
+        try:
+            sock.send_json(msg)
+            return sock.recv_json()
+        except zmq.Again:
+            return None
+        finally:
+            sock.close()
+
+    def offline_big() -> list[dict]:
+        path = out / "events.jsonl"
+        if not path.exists():
+            return []
+        events = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+        return [e for e in events if e["stream"] == "big" and e["type"] == "stream.offline"]
+
+    try:
+        deadline = time.monotonic() + 300
+        reply = None
+        while reply is None and time.monotonic() < deadline and proc.poll() is None:
+            reply = request({"op": "list"})
+        assert reply is not None and reply["ok"], reply
+        added = request({"op": "add", "uri": str(base), "stream_id": "big", "max_pixels": 10_000})
+        assert added is not None and added["ok"], added
+        while not offline_big() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        ctx.term()
+    assert proc.returncode == 0, err
+    big = offline_big()
+    assert big and big[0]["reason"] == "too_large" and big[0]["frames_read"] == 0, big
+    assert "max_pixels" in big[0]["detail"]
+    assert any("refused" in ln and "max_pixels" in ln for ln in err.splitlines()), err
