@@ -160,3 +160,33 @@ def test_looping_keeps_presentation_order(tmp_path: Path) -> None:
     assert all(b > a for a, b in zip(pts, pts[1:]))
     assert src.passes == 3
 
+
+
+def test_camera_over_the_pixel_cap_is_refused_and_reported_offline() -> None:
+    """An RTSP camera whose frames exceed max_pixels: refused on open (reason too_large), so a
+    ResilientSource reports it offline with that reason instead of ever sizing a ring."""
+    from stream.rtsp_server import RtspTestServer, missing_requirements
+    from stream.sources import ResilientSource
+
+    why = missing_requirements()
+    if why:
+        pytest.skip(why)
+    server = RtspTestServer(width=320, height=240).start()
+    try:
+        with pytest.raises(SourceError) as err:
+            open_source(server.url, open_timeout_s=20.0, max_pixels=320 * 240 - 1)
+        assert err.value.reason == "too_large" and "320x240" in str(err.value)
+        stop = False
+        items = ResilientSource(
+            server.url,
+            should_stop=lambda: stop,
+            open_kwargs={"open_timeout_s": 20.0, "max_pixels": 320 * 240 - 1},
+            max_attempts=1,
+        )
+        statuses = [s for s in items if not hasattr(s, "rgb")]
+        assert statuses[0].kind == "offline" and statuses[0].reason == "too_large"
+        assert statuses[-1].kind == "gave_up"
+        ok = open_source(server.url, open_timeout_s=20.0, max_pixels=320 * 240)
+        ok.close()
+    finally:
+        server.stop()
