@@ -2,17 +2,20 @@
 
 Every :class:`Case` is made by one producer: Debian's ``ffmpeg`` CLI, PyAV (the bundled FFmpeg,
 another version), or GStreamer's ``gst-launch-1.0``; where they differ, a container/codec is
-made by two of them. Clips are tiny (160x96, 12 frames at most; the 4K case has 3 frames), so
+made by two of them. Clips are tiny (160x96, 12 frames; 24 for the damaged ones, 3 at 4K), so
 the whole corpus runs in CI. Nothing binary is committed: :func:`build` writes the files into a
 folder (the tests cache it per session).
 
 What a case must give (see issue 13), checked by :func:`check_video` and :func:`check_events`:
 
 - ``expect == "ok"``: one annotated frame per frame FFmpeg decodes from the input, with
-  presentation timestamps strictly increasing and equal to the input's (FFmpeg's
-  ``best_effort_timestamp``, sorted into presentation order), upright (rotation applied),
-  odd sizes padded to even; events' ``pts`` equal those of their frame and ``ts`` = start +
-  ``pts``;
+  presentation timestamps strictly increasing and equal to the input's (each frame's ``pts``
+  as ffprobe reports it, FFmpeg's ``best_effort_timestamp`` where it has none, sorted into
+  presentation order; for AVI, which stores no pts, frame i at i / fps), upright (rotation
+  applied), odd sizes padded to even; events' ``pts`` equal those of their frame and ``ts`` =
+  start + ``pts``; this through the process graph (batch) and the archive runner, and under
+  ``--mode live --loop`` (stopped once every stream has looped) frame indices, ``pts`` and
+  the annotated video's timestamps keep increasing across passes;
 - ``expect == "exit2"``: ``vigil process`` exits 2 with one line saying why.
 
 The reference is Debian's ``ffprobe``, not vigil's own decoder.
