@@ -446,7 +446,8 @@ def _execute(cfg: Any) -> int:
     totals: int | None = 0
     for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
         try:
-            frames = probe_source(src.uri)  # None: a camera (down now: it is retried)
+            # None: a camera (down now: it is retried)
+            frames = probe_source(src.uri, max_pixels=src.max_pixels)
         except SourceError as exc:
             raise UserError(str(exc)) from None
         if totals is not None:  # the bar has a total only when every source ends

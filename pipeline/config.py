@@ -97,6 +97,12 @@ class SourceConfig(_Strict):
         description="files: start over at the end, forever, with pts still increasing (a "
         "stand-in camera for demos and soak tests)",
     )
+    max_pixels: int | None = Field(
+        8192 * 4320,
+        ge=1,
+        description="refuse frames larger than this many pixels (width x height; default: DCI "
+        "8K passes, 8192x8192 not) before any buffer is sized; null: no cap",
+    )
 
 
 class DetectConfig(_Strict):

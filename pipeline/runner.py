@@ -119,7 +119,8 @@ def process_file(
     if stream_id is None:
         stream_id = src.stream_id
     out = Path(out_dir)
-    source = open_source(uri, decoder=src.decoder, fps=src.fps)  # SourceError: nothing written
+    # SourceError: nothing written
+    source = open_source(uri, decoder=src.decoder, fps=src.fps, max_pixels=src.max_pixels)
     info = source.info
     if perceiver is None:
         perceiver = build_perceiver_from_config(cfg)

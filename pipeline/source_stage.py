@@ -197,6 +197,7 @@ class SourceSender:
             "read_timeout_s": src.get("read_timeout_s", 5.0),
             "decoder": src.get("decoder", "auto"),
             "fps": src.get("fps"),
+            "max_pixels": src.get("max_pixels"),
         }
         if self.camera:
             yield from ResilientSource(
@@ -210,6 +211,8 @@ class SourceSender:
             )
             return
         source = self._opened_file
+        if source is None:  # refused on open (too large): no frame, no ring; run() said why
+            return
         realtime = src.get("realtime")
         pace = self.live if realtime is None else realtime
         yield SourceStatus("online", info=source.info, decoder=getattr(source, "decoder", ""))
@@ -248,7 +251,7 @@ class SourceSender:
     # --- sender (main thread) -------------------------------------------------------------
 
     def run(self) -> None:
-        from stream.sources import LoopingSource, open_source, redact_uri
+        from stream.sources import LoopingSource, SourceError, open_source, redact_uri
 
         ctx = self.ctx
         if self.camera and self.src.get("loop"):
@@ -257,13 +260,25 @@ class SourceSender:
                 redact_uri(self.src["uri"]),
             )
         if not self.camera:  # a bad file is the user's error: raise it before anything else
-            kwargs = {"decoder": self.src.get("decoder", "auto"), "fps": self.src.get("fps")}
-            if self.loop:
-                self._opened_file = LoopingSource(
-                    self.src["uri"], open_kwargs=kwargs, on_pass_end=self._pass_ended
-                )
-            else:
-                self._opened_file = open_source(self.src["uri"], **kwargs)
+            kwargs = {
+                "decoder": self.src.get("decoder", "auto"),
+                "fps": self.src.get("fps"),
+                "max_pixels": self.src.get("max_pixels"),
+            }
+            try:
+                if self.loop:
+                    self._opened_file = LoopingSource(
+                        self.src["uri"], open_kwargs=kwargs, on_pass_end=self._pass_ended
+                    )
+                else:
+                    self._opened_file = open_source(self.src["uri"], **kwargs)
+            except SourceError as exc:
+                if exc.reason != "too_large":
+                    raise
+                # Refused before any ring slot exists: say so, end the stream (offline event).
+                self.log.error("refused: %s", exc)
+                self._opened_file = None
+                self.end = ("too_large", str(exc))
         self.out = ctx.push(ctx.endpoints.infer)
         self.credits = ctx.pull(ctx.endpoints.credit(self.stream_id))
         ctx.report("state", stream_id=self.stream_id, state="connecting")

@@ -116,6 +116,7 @@ class _Run:
         self.states: dict[str, str] = {}
         self.started_streams: list[str] = []
         self.done: set[str] = set()
+        self._exited_at: dict[str, float] = {}  # stage -> when its exit was first seen
         self.rings: list[str] = []
         self.summary = RunSummary()
         self.shutdown_sent = False
@@ -163,6 +164,7 @@ class _Run:
         )
         proc.start()
         self.procs[name] = proc
+        self._exited_at.pop(name, None)  # a restarted stage gets a fresh grace
         self.done.discard(name)
         self.last_report[name] = self.started_at[name] = time.monotonic()
 
@@ -462,7 +464,11 @@ class _Run:
             if name in self.done or name in self.pending_restart:
                 continue
             if proc.exitcode is not None:
-                self._crashed(name, "died", f"process {_exit_text(proc.exitcode)}")
+                # Its last reports ("done") may still be queued behind other stages' (many
+                # streams): give them a second to arrive before calling the exit a death.
+                seen = self._exited_at.setdefault(name, time.monotonic())
+                if time.monotonic() - seen >= 1.0:
+                    self._crashed(name, "died", f"process {_exit_text(proc.exitcode)}")
                 continue
             now = time.monotonic()
             silent = now - self.last_report.get(name, now)

@@ -36,8 +36,13 @@ log = logging.getLogger(__name__)
 class VideoFileSink:
     """Write RGB frames to a video file, keeping each frame's ``pts`` in ``time_base`` units.
 
-    The file is written under a temporary name and renamed on :meth:`close`, so a crash never
-    leaves a file that looks complete.
+    ``time_base`` is the input's clock; it is kept here, not read back from the output stream,
+    because the muxer may change the stream's time base when it writes the header (MP4 turns
+    1/1000 into 1/16000 and 1/25 into 1/12800): frames are always stamped in the input's units
+    and FFmpeg rescales each packet to whatever the container chose. Sizes that 4:2:0 chroma
+    cannot hold (an odd width or height) are padded by one row or column, a copy of the last
+    one, so every input pixel is kept. The file is written under a temporary name and renamed on
+    :meth:`close`, so a crash never leaves a file that looks complete.
     """
 
     def __init__(
@@ -57,22 +62,31 @@ class VideoFileSink:
         rate = Fraction(fps).limit_denominator(1001 * 1000) if fps > 0 else Fraction(25)
         if codec not in av.codecs_available:
             codec = "mpeg4"
+        self.time_base = Fraction(time_base)
+        self.width, self.height = width, height
+        # yuv420p needs even sizes: pad (never scale) so analysis pixels map 1:1 to the video.
+        self.padded = (width + width % 2, height + height % 2)
         self._stream = self._container.add_stream(codec, rate=rate)
-        self._stream.width, self._stream.height = width, height
+        self._stream.width, self._stream.height = self.padded
         self._stream.pix_fmt = "yuv420p"
-        self._stream.time_base = time_base
-        self._stream.codec_context.time_base = time_base
+        self._stream.time_base = self.time_base
+        self._stream.codec_context.time_base = self.time_base
         if codec == "libx264":
             self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self.frames_written = 0
         self._last_pts: int | None = None
 
     def write(self, rgb: np.ndarray, pts_raw: int) -> None:
+        """Encode one ``(H, W, 3) uint8`` frame at ``pts_raw`` (units of ``time_base``)."""
         if self._last_pts is not None and pts_raw <= self._last_pts:
             pts_raw = self._last_pts + 1  # encoders need strictly increasing pts
+        h, w = rgb.shape[:2]
+        pad_w, pad_h = self.padded
+        if (w, h) != (pad_w, pad_h):
+            rgb = np.pad(rgb, ((0, max(pad_h - h, 0)), (0, max(pad_w - w, 0)), (0, 0)), "edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = pts_raw
-        frame.time_base = self._stream.time_base
+        frame.time_base = self.time_base  # the input's clock, not the stream's (see class doc)
         self._container.mux(self._stream.encode(frame))
         self._last_pts = pts_raw
         self.frames_written += 1

@@ -8,9 +8,12 @@ modification time) plus ``pts``, so the same file gives the same timestamps on e
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,6 +28,13 @@ import numpy as np
 from stream.redact import redact
 
 DEFAULT_IMAGE_FPS = 10.0
+# Frames the presentation-order window holds: B-frame pyramids of up to 3 B-frames move a
+# timestamp at most 4 places; 8 leaves room.
+REORDER_DEPTH = 8
+# A file whose packets fail to decode this many times in a row is garbage, not damage.
+MAX_BAD_PACKETS_IN_A_ROW = 200
+# Default pixel cap per frame (sources[].max_pixels): DCI 8K (8192x4320) passes, 8192x8192 not.
+DEFAULT_MAX_PIXELS = 8192 * 4320
 
 
 class SourceError(Exception):
@@ -90,6 +100,7 @@ def open_source(
     decoder: str = "auto",
     fps: float | None = None,
     loop: bool = False,
+    max_pixels: int | None = None,
 ) -> Source:
     """Open a source by URI.
 
@@ -101,14 +112,21 @@ def open_source(
     ``decoder`` is ``auto`` (CUDA through PyAV's hwaccel when a CUDA device is present, else
     software), ``cuda`` or ``software``. ``loop`` plays a file or image folder over and over
     (:class:`LoopingSource`); it is ignored for cameras, which never end (they reconnect).
+    ``max_pixels`` refuses files and cameras whose frames hold more pixels (reason
+    ``too_large``) before any frame buffer is sized; None: no cap.
     Raises :class:`SourceError` (with a ``reason``).
     """
     if loop and not is_live_uri(uri):
-        return LoopingSource(uri, open_kwargs={"decoder": decoder, "fps": fps})
+        kwargs = {"decoder": decoder, "fps": fps, "max_pixels": max_pixels}
+        return LoopingSource(uri, open_kwargs=kwargs)
     if is_live_uri(uri):
         if uri.startswith(("rtsp://", "rtsps://")):
             return RtspSource(
-                uri, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s, decoder=decoder
+                uri,
+                open_timeout_s=open_timeout_s,
+                read_timeout_s=read_timeout_s,
+                decoder=decoder,
+                max_pixels=max_pixels,
             )
         return UsbSource(
             uri,
@@ -116,6 +134,7 @@ def open_source(
             read_timeout_s=read_timeout_s,
             decoder=decoder,
             fps=fps,
+            max_pixels=max_pixels,
         )
     if uri.startswith("dir://"):
         return ImageDirSource(uri[len("dir://") :], fps=fps or DEFAULT_IMAGE_FPS)
@@ -126,7 +145,7 @@ def open_source(
         raise SourceError(f"unsupported source scheme {scheme!r} in {redact_uri(uri)}")
     if Path(uri).is_dir():
         return ImageDirSource(uri, fps=fps or DEFAULT_IMAGE_FPS)
-    return FileSource(uri, decoder=decoder)
+    return FileSource(uri, decoder=decoder, max_pixels=max_pixels)
 
 
 def is_live_uri(uri: str) -> bool:
@@ -134,17 +153,18 @@ def is_live_uri(uri: str) -> bool:
     return uri.startswith(("rtsp://", "rtsps://", "v4l2://")) or uri.startswith("/dev/video")
 
 
-def probe_source(uri: str) -> int | None:
+def probe_source(uri: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int | None:
     """Fail fast on an input that cannot work; returns its frame count when known.
 
-    Files and image folders are opened (and closed); cameras are only checked for a well-formed
-    URI, since a camera that is down at start-up is retried, not an error.
+    Files and image folders are opened (and closed): the first frame is decoded, so an
+    undecodable file, or one whose frames exceed ``max_pixels``, fails here. Cameras are only
+    checked for a well-formed URI, since a camera that is down at start-up is retried.
     """
     if is_live_uri(uri):
         if uri.startswith(("rtsp://", "rtsps://")) and not uri.split("://", 1)[1].strip("/"):
             raise SourceError(f"{redact_uri(uri)}: no host in RTSP URI")
         return None
-    source = open_source(uri)
+    source = open_source(uri, max_pixels=max_pixels)
     try:
         return source.info.frame_count
     finally:
@@ -164,19 +184,43 @@ def redact_uri(uri: str) -> str:
 class FileSource:
     """Decode a video file with PyAV (any container and codec FFmpeg reads).
 
-    Raises :class:`SourceError` on open for a missing, empty or non-video file. A read error
-    after the first frame ends iteration (``end.reason == "truncated"``) instead of raising,
-    so every frame before the break is processed.
+    Frames come out in presentation order with presentation timestamps, strictly increasing:
+
+    - a container that hands timestamps out in decode order (AVI holding H.264 with B-frames:
+      the frames are in display order but their ``pts`` are permuted) is put right by a small
+      reorder window (:data:`REORDER_DEPTH` frames): each frame gets the smallest ``pts`` still
+      in the window;
+    - a frame without ``pts`` gets the previous one's plus one frame period (from the rate);
+    - a repeated or backwards ``pts`` is moved to one tick after the previous frame;
+    - AVI stores no presentation times, only the frames' order at a fixed rate (FFmpeg's
+      guesses differ by a frame between versions when B-frames delay the decoder): frame ``i``
+      is at ``start + i / fps``, the AVI index's own clock.
+
+    Rotation metadata (the display matrix) is applied: frames are analysed and drawn upright,
+    and ``info`` gives the upright size. Decoding uses FFmpeg's frame and slice threads
+    (``decode_threads``: 0 = one per core). A corrupt packet is skipped (counted in
+    ``bad_packets``) and decoding goes on, as the ``ffmpeg`` CLI does.
+
+    The first frame is decoded on open, so an input that cannot be decoded, or whose frames
+    exceed ``max_pixels``, raises :class:`SourceError` here (reason ``undecodable`` or
+    ``too_large``), before any frame buffer is sized; so does a missing, empty or non-video
+    file. A read error after the first frame ends iteration (``end.reason == "truncated"``)
+    instead of raising, so every frame before the break is processed.
     """
 
     live = False
 
     def __init__(
-        self, path: str | os.PathLike[str], *, decode_threads: int = 0, decoder: str = "software"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        decode_threads: int = 0,
+        decoder: str = "software",
+        max_pixels: int | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise SourceError(f"no such file: {self.path}")
+            raise SourceError(f"no such file: {self.path}", "not_found")
         if self.path.is_dir():
             raise SourceError(f"{self.path} is a directory, not a video file")
         if self.path.stat().st_size == 0:
@@ -191,63 +235,157 @@ class FileSource:
             ) from None
         if not self._container.streams.video:
             self._container.close()
-            raise SourceError(f"{self.path} has no video stream")
+            raise SourceError(f"{self.path} has no video stream", "no_video")
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        self._stream.thread_type = "AUTO"  # frame + slice threads: files have no latency bound
+        self._stream.thread_count = decode_threads
         self.decoder = _decoder_name(self._stream)
-        if decode_threads:
-            self._stream.thread_count = decode_threads
+        self.max_pixels = max_pixels
+        self.bad_packets = 0
+        self._read_error: str | None = None
+        self._reach: int | None = None  # the furthest packet end seen, time-base ticks
         ctx = self._stream.codec_context
         if not ctx.width or not ctx.height:
             self._container.close()
-            raise SourceError(f"{self.path} has a video stream of unknown size")
+            raise SourceError(f"{self.path} has a video stream of unknown size", "undecodable")
+        self._check_size(ctx.width, ctx.height)
         rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
+        time_base = self._stream.time_base or 1 / Fraction(rate).limit_denominator(1001)
         frames = self._stream.frames or None
         if frames is None and self._stream.duration and self._stream.time_base:
             frames = int(round(float(self._stream.duration * self._stream.time_base * rate)))
+        # One frame period in time-base ticks: the step for frames that carry no pts.
+        self._period = max(1, round(1 / (float(rate) * float(time_base))))
+        self._index_clock = "avi" in self._container.format.name.split(",")
+        self._decoded = self._decode()
+        try:
+            first = next(self._decoded, None)
+        except SourceError:
+            self._container.close()
+            raise
+        if first is None:
+            self._container.close()
+            why = f" ({self._read_error})" if self._read_error else ""
+            raise SourceError(
+                f"{self.path}: no frame could be decoded{why}", "undecodable"
+            ) from None
+        self._first: Any = first
+        self._check_size(first.width, first.height)
+        #  Quarter turns counter-clockwise (np.rot90) that make the picture upright.
+        self.rotation = int(round(float(getattr(first, "rotation", 0) or 0) / 90.0)) % 4
+        width, height = first.width, first.height
+        if self.rotation % 2:
+            width, height = height, width
         self.info = StreamInfo(
             uri=str(self.path),
-            width=ctx.width,
-            height=ctx.height,
+            width=width,
+            height=height,
             fps=float(rate),
-            time_base=self._stream.time_base or Fraction(1, int(round(float(rate)))),
+            time_base=Fraction(time_base),
             frame_count=frames,
             start_ts=_container_start(self._container, self.path),
             codec=ctx.name,
         )
         self.end: EndOfStream | None = None
 
+    def _check_size(self, width: int, height: int) -> None:
+        if self.max_pixels and width * height > self.max_pixels:
+            self._container.close()
+            raise SourceError(
+                f"{self.path}: frames of {width}x{height} ({width * height:,} pixels) exceed "
+                f"sources[].max_pixels ({self.max_pixels:,}); refused",
+                "too_large",
+            )
+
+    def _decode(self) -> Iterator[Any]:
+        """Decoded ``av.VideoFrame`` s in the decoder's output order; skips corrupt packets,
+        stops at a read error (noted in ``_read_error``) after flushing the decoder."""
+        bad_run = 0
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.pts is not None:  # how far the file reaches, decodable or not
+                    end = packet.pts + (packet.duration or 0)
+                    self._reach = end if self._reach is None else max(self._reach, end)
+                try:
+                    decoded = packet.decode()
+                except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
+                    self.bad_packets += 1
+                    bad_run += 1
+                    if bad_run >= MAX_BAD_PACKETS_IN_A_ROW:  # not damage: garbage
+                        self._read_error = f"{bad_run} undecodable packets in a row: {_reason(exc)}"
+                        return
+                    continue
+                if decoded:
+                    bad_run = 0
+                yield from decoded
+        except (av.error.FFmpegError, EOFError) as exc:
+            self._read_error = _reason(exc)
+            try:  # the frames still inside the (threaded) decoder are good ones
+                yield from self._stream.codec_context.decode(None)
+            except (av.error.FFmpegError, EOFError):
+                pass
+
     def frames(self) -> Iterator[SourceFrame]:
         """Yield frames in display order; afterwards ``self.end`` says why iteration stopped."""
         idx = 0
         time_base = self.info.time_base
+        window: deque[Any] = deque()  # decoded frames waiting for their pts
+        stamps: list[int] = []  # min-heap of the pts values of the frames in the window
+        last_in: int | None = None
+        last_out: int | None = None
+        too_large = ""
+
+        def emit(frame: Any) -> SourceFrame:
+            nonlocal idx, last_out
+            raw = heapq.heappop(stamps)
+            if last_out is not None and raw <= last_out:
+                raw = last_out + 1  # a repeated pts: one tick later, never twice, never back
+            last_out = raw
+            rgb = frame.to_ndarray(format="rgb24")
+            if self.rotation:
+                rgb = np.ascontiguousarray(np.rot90(rgb, self.rotation))
+            pts = float(raw * time_base)
+            out = SourceFrame(rgb, idx, pts, int(raw), self.info.start_ts + pts)
+            idx += 1
+            return out
+
+        first, self._first = self._first, None
         try:
-            for frame in self._container.decode(self._stream):
-                pts_raw = (
-                    frame.pts if frame.pts is not None else int(idx / self.info.fps / time_base)
-                )
-                pts = float(pts_raw * time_base)
-                rgb = frame.to_ndarray(format="rgb24")
-                yield SourceFrame(rgb, idx, pts, int(pts_raw), self.info.start_ts + pts)
-                idx += 1
-        except (av.error.FFmpegError, EOFError) as exc:
-            if idx == 0:
-                raise SourceError(
-                    f"{self.path}: no frame could be decoded ({_reason(exc)})"
-                ) from None
-            self.end = EndOfStream(
-                "truncated", idx, f"read error after {idx} frames: {_reason(exc)}"
-            )
-            return
+            for frame in itertools.chain([first] if first is not None else [], self._decoded):
+                if self.max_pixels and frame.width * frame.height > self.max_pixels:
+                    too_large = f"frame of {frame.width}x{frame.height} exceeds max_pixels"
+                    break
+                raw = frame.pts
+                if self._index_clock:
+                    raw = (self._stream.start_time or 0) + (idx + len(window)) * self._period
+                elif raw is None:  # no timestamp: one frame period after the previous one
+                    raw = last_in + self._period if last_in is not None else 0
+                last_in = raw
+                heapq.heappush(stamps, raw)
+                window.append(frame)
+                if len(window) > REORDER_DEPTH:
+                    yield emit(window.popleft())
+            while window and not too_large:
+                yield emit(window.popleft())
         finally:
             self._container.close()
-        if idx == 0:
-            raise SourceError(f"{self.path}: the video stream holds no decodable frame")
+        detail = f"{self.bad_packets} corrupt packet(s) skipped" if self.bad_packets else ""
         expected = self.info.frame_count
-        if expected and idx < expected * 0.98 - 1:  # FFmpeg stops quietly at a cut-off file
+        duration = self._stream.duration
+        if duration and self._reach is not None:  # the container says how long it is
+            start = self._stream.start_time or 0
+            cut = self._reach < start + duration * 0.98 - self._period
+            expected = idx + 2 if cut else None
+        if too_large:
+            self.end = EndOfStream("too_large", idx, too_large)
+        elif self._read_error is not None:
+            self.end = EndOfStream(
+                "truncated", idx, f"read error after {idx} frames: {self._read_error}"
+            )
+        elif expected and idx < expected * 0.98 - 1:  # FFmpeg stops quietly at a cut-off file
             self.end = EndOfStream("truncated", idx, f"container announced {expected} frames")
         else:
-            self.end = EndOfStream("eof", idx)
+            self.end = EndOfStream("eof", idx, detail)
 
     def close(self) -> None:
         self._container.close()
@@ -289,9 +427,11 @@ class _PyAVLiveSource:
         read_timeout_s: float,
         decoder: str,
         fps: float | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         self.uri = uri
         self.read_timeout_s = read_timeout_s
+        self.max_pixels = max_pixels
         self.skipped_before_keyframe = 0
         shown = redact_uri(uri)
         try:
@@ -313,6 +453,13 @@ class _PyAVLiveSource:
         self._stream.thread_type = "SLICE"  # frame threads would hold frames back (latency)
         self.decoder = _decoder_name(self._stream)
         ctx = self._stream.codec_context
+        if max_pixels and ctx.width * ctx.height > max_pixels:
+            self._container.close()
+            raise SourceError(
+                f"{shown}: frames of {ctx.width}x{ctx.height} ({ctx.width * ctx.height:,} "
+                f"pixels) exceed sources[].max_pixels ({max_pixels:,}); refused",
+                "too_large",
+            )
         rate = self._stream.average_rate or self._stream.guessed_rate or fps or 25
         self.info = StreamInfo(
             uri=shown,
@@ -342,12 +489,23 @@ class _PyAVLiveSource:
                         continue
                     keyed = True
                 for frame in packet.decode():
+                    if self.max_pixels and frame.width * frame.height > self.max_pixels:
+                        self.end = EndOfStream(
+                            "too_large",
+                            idx,
+                            f"frames of {frame.width}x{frame.height} exceed sources[].max_pixels "
+                            f"({self.max_pixels:,})",
+                        )
+                        return
                     now = time.time()
                     if frame.pts is not None and tb:
                         pts = float(frame.pts * tb)
                     else:
                         pts = idx / (self.info.fps or 25.0)
                     rgb = frame.to_ndarray(format="rgb24")
+                    turns = int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+                    if turns:  # the display matrix: analyse and draw upright
+                        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
                     yield SourceFrame(rgb, idx, pts, int(round(pts * 90000)), now)
                     idx += 1
         except (av.error.ExitError, TimeoutError) as exc:
@@ -377,6 +535,7 @@ class RtspSource(_PyAVLiveSource):
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 5.0,
         decoder: str = "auto",
+        max_pixels: int | None = None,
     ) -> None:
         options = {
             "rtsp_transport": "tcp",
@@ -392,6 +551,7 @@ class RtspSource(_PyAVLiveSource):
             open_timeout_s=open_timeout_s,
             read_timeout_s=read_timeout_s,
             decoder=decoder,
+            max_pixels=max_pixels,
         )
 
 
@@ -409,6 +569,7 @@ class UsbSource(_PyAVLiveSource):
         read_timeout_s: float = 5.0,
         decoder: str = "auto",
         fps: float | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         device = uri[len("v4l2://") :] if uri.startswith("v4l2://") else uri
         if not device.startswith("/"):
@@ -424,6 +585,7 @@ class UsbSource(_PyAVLiveSource):
             read_timeout_s=read_timeout_s,
             decoder=decoder,
             fps=fps,
+            max_pixels=max_pixels,
         )
 
 
