@@ -443,6 +443,7 @@ def _execute(cfg: Any) -> int:
             read_token(cfg.runtime.http_token_file)
     except ExposureError as exc:
         raise UserError(str(exc)) from None
+    check_mqtt_files(cfg)
     totals: int | None = 0
     for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
         try:
@@ -531,6 +532,22 @@ def prepare_models(cfg: Any) -> None:
         raise UserError(str(exc)) from None
     for line in lines:
         say(line)
+
+
+def check_mqtt_files(cfg: Any) -> None:
+    """UserError (exit 2, one line) for an MQTT password or TLS file that cannot be read: the
+    publish stage reads them only once it runs, where a failure would be a crashed stage."""
+    mqtt = cfg.publish.mqtt
+    if mqtt is None:
+        return
+    for key in ("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(mqtt, key)
+        if path is None:
+            continue
+        try:
+            Path(path).expanduser().open("rb").close()
+        except OSError as exc:
+            raise UserError(f"publish.mqtt.{key}: cannot read {path}: {exc.strerror}") from None
 
 
 def _prepare_output(cfg: Any) -> None:

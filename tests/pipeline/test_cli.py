@@ -81,3 +81,14 @@ def test_help_explains_commands():
         assert word in proc.stdout
     proc = vigil("process", "--help")
     assert "--events" in proc.stdout and "--out" in proc.stdout
+
+
+def test_unreadable_mqtt_password_file_is_one_line(tiny_video: Path, tmp_path: Path):
+    """The publish stage read it only once running: a missing file crashed that stage (a
+    traceback, restarts, exit 1) instead of one line and exit 2."""
+    cfg = tmp_path / "mqtt.yaml"
+    missing = tmp_path / "no-such-password"
+    cfg.write_text(f"publish:\n  mqtt:\n    password_file: {missing}\n")
+    out = str(tmp_path / "o")
+    proc = vigil("process", str(tiny_video), "--config", str(cfg), "--out", out, "--weights=none")
+    _one_line_error(proc, "publish.mqtt.password_file")
