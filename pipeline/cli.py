@@ -453,8 +453,9 @@ def _execute(cfg: Any) -> int:
             raise UserError(str(exc)) from None
         if totals is not None:  # the bar has a total only when every source ends
             totals = None if src.loop or not frames else totals + frames
-    _prepare_output(cfg)
+    _prepare_output(cfg, set_aside=False)
     prepare_models(cfg)  # after the inputs: no download for a run that cannot start
+    _prepare_output(cfg, set_aside=True)
     try:
         summary = run_pipeline(cfg, progress_total=totals or None)
     except StageFailed as exc:
@@ -550,18 +551,23 @@ def check_mqtt_files(cfg: Any) -> None:
             raise UserError(f"publish.mqtt.{key}: cannot read {path}: {exc.strerror}") from None
 
 
-def _prepare_output(cfg: Any) -> None:
-    """Before anything starts: the output folder is writable, the journal sound, and a
-    previous run's outputs set aside (``output.existing``); see :mod:`pipeline.outputs`."""
+def _prepare_output(cfg: Any, *, set_aside: bool) -> None:
+    """Before anything starts: the output folder is writable and the journal sound; with
+    ``set_aside``, a previous run's outputs are kept or deleted (``output.existing``), which is
+    done last, once the models are ready, so a run that cannot start deletes nothing. See
+    :mod:`pipeline.outputs`."""
     from pipeline import outputs
 
     out = cfg.output.dir
+    note = None
     try:
-        outputs.check_output_dir(out)
-        journal = outputs.journal_path(cfg.publish.journal, out)
-        if journal is not None:
-            outputs.check_journal(journal)
-        note = outputs.set_aside_previous(out, cfg.output.existing)
+        if set_aside:
+            note = outputs.set_aside_previous(out, cfg.output.existing)
+        else:
+            outputs.check_output_dir(out)
+            journal = outputs.journal_path(cfg.publish.journal, out)
+            if journal is not None:
+                outputs.check_journal(journal)
     except outputs.OutputError as exc:
         raise UserError(str(exc)) from None
     if note:

@@ -73,6 +73,21 @@ def test_each_rerun_gets_the_next_previous_folder_and_overwrite_deletes(tmp_path
         set_aside_previous(tmp_path, "keep")
 
 
+def test_overwrite_deletes_nothing_when_the_run_cannot_start(
+    tiny_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """Fault: --overwrite deleted the previous outputs before the model download, so an offline
+    run that then failed (exit 2) had destroyed them for nothing."""
+    monkeypatch.setenv("VIGIL_CACHE", str(tmp_path / "cache"))  # nothing cached: a download
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "events.jsonl").write_text('{"v":1,"seq":1}\n')
+    args = ["process", str(tiny_video), "--out", str(out), "--overwrite", "--no-progress"]
+    assert main([*args, "--model", "ssdlite320_mobilenet_v3_large", "--weights", "auto"]) == 2
+    assert "no network" in one_line_error(capsys)
+    assert (out / "events.jsonl").read_text() == '{"v":1,"seq":1}\n'
+
+
 def test_a_journal_of_garbage_bytes_is_one_line_and_exit_2(
     tiny_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
