@@ -90,12 +90,15 @@ class LiveTap:
             except zmq.ZMQError:
                 break
             with self.changed:
-                if parts[0] == b"frame" and len(parts) == 4:
-                    count += 1
-                    self.frames[parts[1].decode()] = (count, parts[3])
-                elif parts[0] == b"event" and len(parts) == 2:
-                    line = parts[1].decode()
-                    self.events.append((json.loads(line).get("seq") or 0, line))
+                try:
+                    if parts[0] == b"frame" and len(parts) == 4:
+                        count += 1
+                        self.frames[parts[1].decode()] = (count, parts[3])
+                    elif parts[0] == b"event" and len(parts) == 2:
+                        line = parts[1].decode()
+                        self.events.append((json.loads(line).get("seq") or 0, line))
+                except Exception:  # one bad message must not freeze the viewer for the run
+                    log.exception("viewer tap: message dropped")
                 self.changed.notify_all()
         self._sock.close()
 

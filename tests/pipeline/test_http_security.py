@@ -292,3 +292,26 @@ def test_the_viewer_opened_with_the_token_gets_a_cookie_for_its_img_and_eventsou
     assert sock.recv(64).startswith(b"HTTP/1.1 200")
     sock.close()
     assert guarded.get("/api/status", {"Cookie": "vigil_session=forged"})[0] == 401
+
+
+def test_a_bad_tap_message_does_not_freeze_the_viewer():
+    """Fault: only ZMQError was caught in the tap thread; one event that was not JSON (or not
+    UTF-8) ended it silently, and the viewer froze for the rest of the run."""
+    zctx = zmq.Context()
+    endpoint = f"inproc://bad-tap-{next(_taps)}"
+    tap = LiveTap(zctx, endpoint)
+    push = zctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(endpoint)
+    try:
+        push.send_multipart([b"event", b"{not json"])
+        push.send_multipart([b"event", b"\xff\xfe"])
+        push.send_multipart([b"event", b'{"seq": 7, "type": "track.start"}'])
+        deadline = time.monotonic() + 10
+        while not tap.events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [seq for seq, _ in tap.events] == [7]
+    finally:
+        push.close()
+        tap.close()
+        zctx.term()
