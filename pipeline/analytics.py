@@ -135,7 +135,8 @@ class StreamAnalytics:
     def _scene_events(
         self, pairs: list[tuple[str, dict]], result: FrameResult
     ) -> list[dict[str, Any]]:
-        rules = {a["name"]: a for a in self.scene["alerts"]}
+        sid = result.stream_id  # only this stream's rules: another stream's may share a name
+        rules = {a["name"]: a for a in self.scene["alerts"] if a.get("stream") in (None, sid)}
         for kind, fields in pairs:
             if kind == "alert":
                 planner = self._clips.setdefault(result.stream_id, ClipPlanner(result.stream_id))

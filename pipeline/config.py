@@ -577,6 +577,10 @@ class VigilConfig(_Strict):
             dup = sorted({f"{n}" for s, n in names if names.count((s, n)) > 1})
             if dup:
                 raise ValueError(f"{kind} names repeat: {dup}")
+            # a global item and a per-stream one with one name would merge on that stream
+            both = sorted({n for s, n in names if s is None} & {n for s, n in names if s})
+            if both:
+                raise ValueError(f"{kind} names both global and per-stream: {both}")
         zone_names = {z.name for z in self.zones}
         for a in self.alerts:
             if a.when.zone is not None and a.when.zone not in zone_names:

@@ -73,3 +73,17 @@ def test_annotate_draws_zones_lines_and_counts() -> None:
                    "count": 2})  # fmt: skip
     assert overlay.occupancy[("cam1", "door")] == {"person": 2}
     assert (annotate(rgb, result, overlay=overlay) != before).any()  # the count is drawn
+
+
+@pytest.mark.parametrize("kind", ["zones", "lines", "alerts"])
+def test_global_and_per_stream_item_may_not_share_a_name(kind: str) -> None:
+    """Fault: ``stream: null`` and ``stream: cam1`` items named alike merged on cam1."""
+    item = {
+        "zones": {"name": "door", "polygon": [[0, 0], [1, 0], [0, 1]]},
+        "lines": {"name": "door", "points": [[0, 0], [1, 1]]},
+        "alerts": {"name": "door", "when": {"dwell_s": 3}},
+    }[kind]
+    load({kind: [{**item, "stream": "cam2"}, {**item, "stream": "cam3"}]})  # per-stream: fine
+    with pytest.raises(ConfigError, match="both global and per-stream") as exc:
+        load({kind: [item, {**item, "stream": "cam1"}]})
+    assert "\n" not in str(exc.value)
