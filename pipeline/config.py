@@ -66,7 +66,7 @@ class SourceConfig(_Strict):
     stream_id: str = Field(
         "cam1",
         description="name of the stream in events and topics",
-        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        pattern=r"^(?!\.\.?$)[A-Za-z0-9_.\-]{1,64}$",  # not . or ..: clips/STREAM stays inside
     )
     decoder: Literal["auto", "software", "cuda"] = Field(
         "auto", description="auto: CUDA (PyAV hwaccel) when a CUDA device is present"

@@ -87,3 +87,11 @@ def test_global_and_per_stream_item_may_not_share_a_name(kind: str) -> None:
     with pytest.raises(ConfigError, match="both global and per-stream") as exc:
         load({kind: [item, {**item, "stream": "cam1"}]})
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("sid", [".", ".."])
+def test_stream_id_dot_or_dotdot_is_refused(sid: str) -> None:
+    """Fault: stream ``..`` put its clips at ``OUT/clips/../``, outside ``OUT/clips``."""
+    assert load({"sources": [{"uri": "a.mp4", "stream_id": "cam.1"}]}).sources[0]
+    with pytest.raises(ConfigError, match="stream_id"):
+        load({"sources": [{"uri": "a.mp4", "stream_id": sid}]})
