@@ -66,7 +66,10 @@ class SourceConfig(_Strict):
     stream_id: str = Field(
         "cam1",
         description="name of the stream in events and topics",
-        pattern=r"^(?!\.\.?$)[A-Za-z0-9_.\-]{1,64}$",  # not . or ..: clips/STREAM stays inside
+        # 1..64 of [A-Za-z0-9_.-] but not . or .. (clips/STREAM must stay inside clips/);
+        # spelt without look-ahead, which pydantic's regex engine lacks
+        pattern=r"^(?:[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}|\.[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,62}"
+        r"|\.\.[A-Za-z0-9_.\-]{1,62})$",
     )
     decoder: Literal["auto", "software", "cuda"] = Field(
         "auto", description="auto: CUDA (PyAV hwaccel) when a CUDA device is present"
