@@ -543,6 +543,16 @@ class AlertWhen(_Strict):
 class ClipConfig(_Strict):
     pre_s: float = Field(5.0, ge=0, le=120, description="seconds of video before the trigger")
     post_s: float = Field(5.0, ge=0, le=120, description="seconds of video after the trigger")
+    max_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="longest clip, s: a later alert then opens a new clip instead of extending",
+    )
+
+    @model_validator(mode="after")
+    def _room(self) -> ClipConfig:
+        if self.max_s < self.pre_s + self.post_s:
+            raise ValueError("clip.max_s is less than pre_s + post_s")
+        return self
 
 
 class AlertConfig(_Strict):

@@ -95,3 +95,11 @@ def test_stream_id_dot_or_dotdot_is_refused(sid: str) -> None:
     assert load({"sources": [{"uri": "a.mp4", "stream_id": "cam.1"}]}).sources[0]
     with pytest.raises(ConfigError, match="stream_id"):
         load({"sources": [{"uri": "a.mp4", "stream_id": sid}]})
+
+
+def test_clip_max_s_default_and_room() -> None:
+    cfg = load(ISSUE_EXAMPLE)
+    assert cfg.alerts[0].clip.max_s == 60.0
+    bad = {"name": "f", "when": {"action": "fall"}, "clip": {"pre_s": 5, "post_s": 5, "max_s": 8}}
+    with pytest.raises(ConfigError, match="max_s"):
+        load({"alerts": [bad]})
