@@ -135,7 +135,8 @@ class StreamAnalytics:
     def _scene_events(
         self, pairs: list[tuple[str, dict]], result: FrameResult
     ) -> list[dict[str, Any]]:
-        rules = {a["name"]: a for a in self.scene["alerts"]}
+        sid = result.stream_id  # only this stream's rules: another stream's may share a name
+        rules = {a["name"]: a for a in self.scene["alerts"] if a.get("stream") in (None, sid)}
         for kind, fields in pairs:
             if kind == "alert":
                 planner = self._clips.setdefault(result.stream_id, ClipPlanner(result.stream_id))
@@ -224,8 +225,9 @@ class ClipPlanner:
     """Names each alert's clip and snapshot (paths relative to the output folder) and its
     window in stream ``pts``: ``pre_s`` before the trigger to ``post_s`` after it. An alert
     whose window starts before the stream's open clip ends extends that clip (same file)
-    instead of starting another. Names come from the trigger's ``ts`` (for files: the
-    container's start time plus ``pts``), so batch reruns name clips identically."""
+    instead of starting another, unless the clip would then be longer than ``max_s``.
+    Names come from the trigger's ``ts`` (for files: the container's start time plus ``pts``),
+    so batch reruns name clips identically."""
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -242,7 +244,12 @@ class ClipPlanner:
         stamp = ev.format_ts(result.capture_ts).replace("-", "").replace(":", "")
         folder = f"clips/{self.stream_id}"
         snapshot = f"{folder}/{stamp}-{alert['name']}-{alert['track']}.jpg"
-        if self._open is not None and start <= self._open["end"]:
+        longest = clip_cfg.get("max_s", 60.0)  # bounds the recorder's open clip in time
+        if (
+            self._open is not None
+            and start <= self._open["end"]
+            and end - self._open["start"] <= longest + 1e-6
+        ):
             self._open["end"] = max(self._open["end"], end)
         else:
             self._open = {"clip": f"{folder}/{stamp}-{alert['name']}.mp4", "start": max(start, 0.0)}

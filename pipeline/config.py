@@ -66,7 +66,10 @@ class SourceConfig(_Strict):
     stream_id: str = Field(
         "cam1",
         description="name of the stream in events and topics",
-        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        # 1..64 of [A-Za-z0-9_.-] but not . or .. (clips/STREAM must stay inside clips/);
+        # spelt without look-ahead, which pydantic's regex engine lacks
+        pattern=r"^(?:[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}|\.[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,62}"
+        r"|\.\.[A-Za-z0-9_.\-]{1,62})$",
     )
     decoder: Literal["auto", "software", "cuda"] = Field(
         "auto", description="auto: CUDA (PyAV hwaccel) when a CUDA device is present"
@@ -540,6 +543,16 @@ class AlertWhen(_Strict):
 class ClipConfig(_Strict):
     pre_s: float = Field(5.0, ge=0, le=120, description="seconds of video before the trigger")
     post_s: float = Field(5.0, ge=0, le=120, description="seconds of video after the trigger")
+    max_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="longest clip, s: a later alert then opens a new clip instead of extending",
+    )
+
+    @model_validator(mode="after")
+    def _room(self) -> ClipConfig:
+        if self.max_s < self.pre_s + self.post_s:
+            raise ValueError("clip.max_s is less than pre_s + post_s")
+        return self
 
 
 class AlertConfig(_Strict):
@@ -577,6 +590,10 @@ class VigilConfig(_Strict):
             dup = sorted({f"{n}" for s, n in names if names.count((s, n)) > 1})
             if dup:
                 raise ValueError(f"{kind} names repeat: {dup}")
+            # a global item and a per-stream one with one name would merge on that stream
+            both = sorted({n for s, n in names if s is None} & {n for s, n in names if s})
+            if both:
+                raise ValueError(f"{kind} names both global and per-stream: {both}")
         zone_names = {z.name for z in self.zones}
         for a in self.alerts:
             if a.when.zone is not None and a.when.zone not in zone_names:

@@ -7,7 +7,9 @@ annotated frame and every published ``alert`` event that names a clip (see
 - Each stream keeps the last ``max_pre_s`` seconds of annotated frames (at most
   ``buffer_bytes``; the oldest go first), so the pre-roll exists when an alert fires.
 - An alert opens a clip job with the buffered frames from its ``clip_start``; the frames that
-  follow are added up to ``clip_end``. An alert naming the clip already open extends it (the
+  follow are added up to ``clip_end``, while the job holds at most ``buffer_bytes`` of frames
+  (beyond that the clip ends early: it stops taking frames, so memory stays bounded and batch
+  reruns cut it at the same frame). An alert naming the clip already open extends it (the
   planner gave it the same path), so overlapping alerts make one clip.
 - A finished job goes to one writer thread through a bounded queue (``queue_size`` jobs). Its
   policy, :class:`QueuePolicy`: ``block`` (batch: wait for room, at most ``wait_s``) or
@@ -70,6 +72,8 @@ class _Job:
     fps: float
     alerts: list[dict[str, Any]] = field(default_factory=list)  # name, track, snapshot, frame
     frames: list[_Frame] = field(default_factory=list)
+    nbytes: int = 0  # of frames, capped at the recorder's buffer_bytes
+    full: bool = False  # hit the cap: takes no more frames
     snapshots: dict[str, np.ndarray] = field(default_factory=dict)  # relative path -> rgb
     status: str = "pending"
     span: tuple[float, float, int] | None = None  # first pts, last pts, frames (at submit)
@@ -95,7 +99,7 @@ class ClipRecorder:
         out_dir: the output folder; clip paths are relative to it.
         max_pre_s: the longest pre-roll any alert asks for, seconds.
         deterministic: batch mode (see the module doc); also picks the queue policy.
-        buffer_bytes: cap of each stream's pre-roll buffer, bytes.
+        buffer_bytes: cap of each stream's pre-roll buffer and of each open clip's frames, bytes.
         max_age_s, max_bytes: retention of the files under ``out_dir/clips`` (None: no cap).
         queue_size: jobs waiting for the writer at most.
         settle_s: deterministic mode: announce a clip this long (stream time) after its end.
@@ -158,6 +162,7 @@ class ClipRecorder:
                 st.fps,
             )
             job.frames = [f for f in st.buffer if f.pts >= job.start - 1e-6]
+            job.nbytes = sum(f.rgb.nbytes for f in job.frames)  # <= buffer_bytes: from the buffer
             st.job = job
         st.job.end = max(st.job.end, event["clip_end"])
         st.job.alerts.append(
@@ -191,7 +196,13 @@ class ClipRecorder:
         job = st.job
         if job is not None:
             if item.pts <= job.end + 1e-6:
-                job.frames.append(item)
+                if not job.full and job.nbytes + rgb.nbytes > self.buffer_bytes:
+                    job.full = True  # stop here for good: the clip stays one contiguous piece
+                    log.warning("clip %s ends early at pts %.3f: it holds %d MiB of frames",
+                                job.clip, item.pts, self.buffer_bytes >> 20)  # fmt: skip
+                if not job.full:
+                    job.frames.append(item)
+                    job.nbytes += rgb.nbytes
                 for a in job.alerts:
                     if a["frame"] == item.frame_idx:
                         job.snapshots[a["snapshot"]] = rgb

@@ -194,3 +194,21 @@ def test_alert_rule_needs_one_condition():
         AlertRule("x")
     with pytest.raises(ValueError):
         ZoneAnalytics([], [], [AlertRule("x", action="fall", zone="nope")], W, H)
+
+
+def test_alert_clip_settings_come_from_the_streams_own_rule():
+    """Fault: rules looked up by name only, so cam1's ``fall`` took cam2's (clip-less) rule."""
+    from models.results import Detections, FrameResult
+    from pipeline.analytics import StreamAnalytics
+
+    when = {"action": "fall"}
+    alerts = [
+        {"name": "fall", "stream": "cam1", "when": when, "clip": {"pre_s": 1.0, "post_s": 1.0}},
+        {"name": "fall", "stream": "cam2", "when": when, "clip": None},
+    ]
+    sa = StreamAnalytics({"enabled": False}, alerts=alerts)
+    for sid, has_clip in (("cam1", True), ("cam2", False)):
+        result = FrameResult(sid, 5, 5.0, 1_800_000_000.0, W, H, detections=Detections.empty())
+        fields = {"name": "fall", "track": 1, "severity": "high", "zone": None, "reason": "x"}
+        (event,) = sa._scene_events([("alert", fields)], result)
+        assert (event["clip"] is not None) == has_clip, sid

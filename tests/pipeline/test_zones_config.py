@@ -73,3 +73,33 @@ def test_annotate_draws_zones_lines_and_counts() -> None:
                    "count": 2})  # fmt: skip
     assert overlay.occupancy[("cam1", "door")] == {"person": 2}
     assert (annotate(rgb, result, overlay=overlay) != before).any()  # the count is drawn
+
+
+@pytest.mark.parametrize("kind", ["zones", "lines", "alerts"])
+def test_global_and_per_stream_item_may_not_share_a_name(kind: str) -> None:
+    """Fault: ``stream: null`` and ``stream: cam1`` items named alike merged on cam1."""
+    item = {
+        "zones": {"name": "door", "polygon": [[0, 0], [1, 0], [0, 1]]},
+        "lines": {"name": "door", "points": [[0, 0], [1, 1]]},
+        "alerts": {"name": "door", "when": {"dwell_s": 3}},
+    }[kind]
+    load({kind: [{**item, "stream": "cam2"}, {**item, "stream": "cam3"}]})  # per-stream: fine
+    with pytest.raises(ConfigError, match="both global and per-stream") as exc:
+        load({kind: [item, {**item, "stream": "cam1"}]})
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("sid", [".", ".."])
+def test_stream_id_dot_or_dotdot_is_refused(sid: str) -> None:
+    """Fault: stream ``..`` put its clips at ``OUT/clips/../``, outside ``OUT/clips``."""
+    assert load({"sources": [{"uri": "a.mp4", "stream_id": "cam.1"}]}).sources[0]
+    with pytest.raises(ConfigError, match="stream_id"):
+        load({"sources": [{"uri": "a.mp4", "stream_id": sid}]})
+
+
+def test_clip_max_s_default_and_room() -> None:
+    cfg = load(ISSUE_EXAMPLE)
+    assert cfg.alerts[0].clip.max_s == 60.0
+    bad = {"name": "f", "when": {"action": "fall"}, "clip": {"pre_s": 5, "post_s": 5, "max_s": 8}}
+    with pytest.raises(ConfigError, match="max_s"):
+        load({"alerts": [bad]})

@@ -203,3 +203,50 @@ def test_stream_end_closes_and_announces_open_clip(tmp_path: Path, deterministic
     finally:
         rec.close()
     assert fields["status"] == "written" and fields["clip_end"] == 2.4 and fields["frames"] == 15
+
+
+def test_re_firing_alert_opens_a_new_clip_after_max_s() -> None:
+    """Fault: an alert that keeps re-firing extended one clip for ever (memory without end)."""
+    planner = ClipPlanner("cam1")
+
+    class R:
+        def __init__(self, i: int) -> None:
+            self.pts, self.capture_ts = i / FPS, 1_800_000_000 + i / FPS
+
+    cfg = {"pre_s": 1.0, "post_s": 1.0, "max_s": 4.0}
+    plans = [planner.plan({"name": "fall", "track": 1}, cfg, R(i)) for i in range(20, 80, 5)]
+    assert len({p["clip"] for p in plans}) > 1
+    for p in plans:
+        assert p["clip_end"] - p["clip_start"] <= 4.0 + 1e-6
+    assert plans[0]["clip"] == plans[1]["clip"]  # overlapping alerts still share a clip
+
+
+def test_open_clip_holds_at_most_the_byte_cap(tmp_path: Path) -> None:
+    """Fault: every frame of an open clip was kept in memory, with no cap (only pre-roll had)."""
+    per_frame = frame_rgb(0).nbytes
+    got = []
+    for rerun in ("a", "b"):
+        out = tmp_path / rerun
+        rec = recorder(out, buffer_bytes=12 * per_frame)
+        peak = 0
+        real_frame = rec.frame
+
+        def frame(*args, rec=rec, real_frame=real_frame):
+            nonlocal peak
+            done = real_frame(*args)
+            job = rec._streams["cam1"].job
+            peak = max(peak, sum(f.rgb.nbytes for f in job.frames) if job else 0)
+            return done
+
+        rec.frame = frame
+        try:
+            done = run(rec, 55, {20: alert(20, "clips/cam1/a.mp4", 1.0, 4.0)})
+        finally:
+            rec.close()
+        assert peak <= 12 * per_frame
+        assert [i for i, _ in done] == [50]  # still announced after its planned end
+        fields = done[0][1]
+        assert fields["status"] == "written" and fields["frames"] == 12  # frames 10..21
+        assert decoded_pts(out / fields["clip"]) == [round(k / FPS, 3) for k in range(12)]
+        got.append((fields, (out / fields["clip"]).read_bytes()))
+    assert got[0] == got[1]  # batch reruns cut the clip at the same frame
