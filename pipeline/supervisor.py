@@ -222,6 +222,8 @@ class _Run:
         return {"ok": False, "error": f"unknown op {_short(op)}: expected add, remove or list"}
 
     def _add(self, req: dict[str, Any]) -> dict[str, Any] | Any:
+        import re
+
         from pydantic import ValidationError
 
         from pipeline.config import SourceConfig
@@ -263,6 +265,12 @@ class _Run:
 
         def finish(result: Any) -> dict[str, Any]:
             if isinstance(result, BaseException):
+                if getattr(result, "reason", None) == "too_large":  # as on the command line
+                    # The size and the cap, not the path: a peer learns no more of the disk.
+                    sizes = re.findall(r"frames of (\d+x\d+) ", str(result))  # last: not the path
+                    frames = f"frames of {sizes[-1]}" if sizes else "frames"
+                    cap = f"max_pixels ({src.max_pixels:,} pixels)"
+                    return {"ok": False, "error": f"uri: {frames} exceed {cap}; refused"}
                 if live:
                     return {"ok": False, "error": str(result)[:300]}
                 log.info("control add refused: %s: %s", redact_uri(src.uri), result)
@@ -282,7 +290,10 @@ class _Run:
         timeout = rt.probe_timeout_s
         late = {"ok": False, "error": f"uri: no answer from the source in {timeout:g} s"}
         return Deferred(
-            lambda: probe_source(src.uri), finish, timeout_s=timeout, timeout_reply=late
+            lambda: probe_source(src.uri, max_pixels=src.max_pixels),  # the request's cap
+            finish,
+            timeout_s=timeout,
+            timeout_reply=late,
         )
 
     # --- the run ------------------------------------------------------------------------

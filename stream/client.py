@@ -41,7 +41,8 @@ from typing import Any
 
 import zmq
 
-from stream.replay import HEARTBEAT
+from stream.replay import HEARTBEAT, MAX_MESSAGE_BYTES
+from stream.zsocket import PeerError, parse_json_object
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class EventClient:
         self._snapshot_first = from_seq is None
         self._synced = False
         self._target = 0  # catch up (replay) until self.last reaches this
-        self._pending: collections.deque[tuple[str, bool]] = collections.deque()
+        self._pending: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._hb_timeout = heartbeat_timeout_s
         self._req_timeout = request_timeout_s
         self._chunk = chunk
@@ -145,7 +146,9 @@ class EventClient:
         while self._sub is not None:
             if self._pending:
                 line, forced = self._pending.popleft()
-                event = json.loads(line)
+                event = _parse(line, "a replayed event")
+                if event is None:
+                    continue
                 if forced:  # snapshot state: its seqs may be below self.last
                     if self._matches(event):
                         return event
@@ -232,9 +235,10 @@ class EventClient:
             return None
         topic, payload = frames
         try:
-            body = json.loads(payload)
+            # Bounded: a hostile server's deeply nested JSON is a PeerError, not a RecursionError.
+            body = parse_json_object(payload, max_bytes=MAX_MESSAGE_BYTES)
             head = int(body["head"]) if topic == HEARTBEAT else int(body["seq"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # PeerError is a ValueError
             log.warning("ignoring a malformed message on topic %r", topic[:32])
             return None
         if topic == HEARTBEAT:
@@ -266,14 +270,14 @@ class EventClient:
         """On the first live message (the subscription is active): load the snapshot if asked."""
         if self._snapshot_first and self._dealer is not None:
             header, lines = self._request(b"SNAPSHOT", {})
-            self._pending.extend((line.decode(), True) for line in lines)
+            self._pending.extend((bytes(line), True) for line in lines)
             self.last = max(self.last, int(header["head"]))
         self._synced = True
 
     def _fetch_chunk(self) -> None:
         """Fetch the next replay chunk after :attr:`last` into the pending queue."""
         header, lines = self._request(b"REPLAY", {"after": self.last, "limit": self._chunk})
-        self._pending.extend((line.decode(), False) for line in lines)
+        self._pending.extend((bytes(line), False) for line in lines)
         self.replayed += len(lines)
         if not lines and int(header["last"]) <= self.last and self.last < self._target:
             # The journal does not reach the target (it cannot, unless it was replaced).
@@ -290,8 +294,9 @@ class EventClient:
                 break
             reply = self._dealer.recv_multipart()
             try:
-                header = json.loads(reply[1])
-            except (IndexError, ValueError):
+                header = parse_json_object(reply[1], max_bytes=MAX_MESSAGE_BYTES)
+            except (IndexError, PeerError):
+                log.warning("ignoring a malformed %s reply from the replay endpoint", command[:16])
                 continue
             if header.get("id") != rid:
                 continue  # a late answer to a request that timed out
@@ -311,6 +316,15 @@ class EventClient:
             f"replay endpoint {self._replay_endpoint} did not answer {command.decode()} "
             f"within {self._req_timeout:.1f} s (last seq {self.last})"
         )
+
+
+def _parse(raw: bytes, what: str) -> dict[str, Any] | None:
+    """``raw`` as a JSON object, bounded (size and depth); None, logged, when it is not one."""
+    try:
+        return parse_json_object(raw, max_bytes=MAX_MESSAGE_BYTES)
+    except PeerError as exc:
+        log.warning("ignoring %s from the server: %s", what, exc)
+        return None
 
 
 def _client_keys(

@@ -33,7 +33,8 @@ socket and sends two-frame requests ``[command, json_body]`` of at most 64 KiB:
   ``track.start`` of tracks not yet ended, in seq order. Apply it, then live events with
   ``seq > H``.
 - ``[b"HEAD", {"id": any}]`` -> ``[b"HEAD", {"id", "head": H, "first": F, "epoch": E}]``.
-- A known command with a bad body gets ``[b"ERROR", {"id", "error": text}]``: not JSON, not
+- A known command with a bad body gets ``[b"ERROR", {"id", "error": text}]`` (``id`` echoed
+  when it is a scalar, a string one cut to its first 128 characters): not JSON, not
   an object, nested deeper than 16, an integer out of range (``after`` in [0, 2**63-1],
   ``limit`` >= 1). Anything else (unknown command, wrong frame count, over 64 KiB) is logged
   and ignored; a message over ``max_message_bytes`` (default 1 MiB) makes ZeroMQ drop the
@@ -314,6 +315,8 @@ class FeedServer(threading.Thread):
         rid = body.get("id")
         if not isinstance(rid, (str, int, float, bool, type(None))):
             rid = None  # echo scalars only: a reply never grows with what a peer sent
+        elif isinstance(rid, str):
+            rid = rid[:128]  # nor with a long string id (the protocol docstring says 128)
         return [b"ERROR", json.dumps({"id": rid, "error": text[:300]}).encode()]
 
     def _admit(self, identity: bytes) -> None:

@@ -260,17 +260,18 @@ class FileSource:
         self._decoded = self._decode()
         try:
             first = next(self._decoded, None)
+            if first is None:
+                why = f" ({self._read_error})" if self._read_error else ""
+                raise SourceError(f"{self.path}: no frame could be decoded{why}", "undecodable")
+            if self.max_pixels and first.width * first.height > self.max_pixels:
+                self._decoded.close()  # before _check_size closes the container and raises
+            self._check_size(first.width, first.height)
         except SourceError:
+            # The generator first, then its container: none is left suspended over a closed one.
+            self._decoded.close()
             self._container.close()
             raise
-        if first is None:
-            self._container.close()
-            why = f" ({self._read_error})" if self._read_error else ""
-            raise SourceError(
-                f"{self.path}: no frame could be decoded{why}", "undecodable"
-            ) from None
         self._first: Any = first
-        self._check_size(first.width, first.height)
         #  Quarter turns counter-clockwise (np.rot90) that make the picture upright.
         self.rotation = int(round(float(getattr(first, "rotation", 0) or 0) / 90.0)) % 4
         width, height = first.width, first.height

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -190,3 +191,41 @@ def test_camera_over_the_pixel_cap_is_refused_and_reported_offline() -> None:
         ok.close()
     finally:
         server.stop()
+
+
+@needs_ffmpeg
+def test_a_refused_file_closes_its_decoder_before_its_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: a file refused on its first frame (too_large) closed the container but left the
+    decoding generator suspended over it, to be finalised later over a closed container. The
+    header says 320x240; the first frame decoded says 8192x8192 (a size change in-stream)."""
+    path = _ffmpeg(tmp_path / "s.mkv", "-c:v", "mjpeg", size="320x240", n=2)
+    events: list[str] = []
+
+    class _Spy:  # the container, recording when it is closed
+        def __init__(self, inner: object) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._inner, name)
+
+        def close(self) -> None:
+            events.append("container")
+            self._inner.close()
+
+    real_open, real_decode = av.open, FileSource._decode
+
+    def spy_decode(self: FileSource):  # noqa: ANN202
+        try:
+            yield SimpleNamespace(width=8192, height=8192)
+            yield from real_decode(self)
+        finally:
+            events.append("decoder")
+
+    monkeypatch.setattr(av, "open", lambda *a, **k: _Spy(real_open(*a, **k)))
+    monkeypatch.setattr(FileSource, "_decode", spy_decode)
+    with pytest.raises(SourceError) as err:
+        FileSource(path, max_pixels=8192 * 4320)
+    assert err.value.reason == "too_large"
+    assert events and events[0] == "decoder" and "container" in events, events

@@ -4,6 +4,7 @@ network can send and checks that it gets an error reply and the endpoint (and ru
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -369,7 +370,7 @@ def test_a_hanging_probe_times_out_and_hanging_probes_are_capped(
     import stream.sources
 
     hang = threading.Event()
-    monkeypatch.setattr(stream.sources, "probe_source", lambda uri: hang.wait(60))
+    monkeypatch.setattr(stream.sources, "probe_source", lambda uri, **_: hang.wait(60))
     run.cfg.runtime.probe_timeout_s = 0.2
     video = tmp_path / "videos" / "fifo.mp4"
     try:
@@ -424,3 +425,43 @@ def test_generated_control_requests_each_get_one_reply(zctx: zmq.Context, reques
     finally:
         dealer.close()
         server.close()
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
+def test_control_add_probes_with_the_request_pixel_cap(
+    run: _Run, zctx: zmq.Context, tmp_path: Path
+) -> None:
+    """Fault: the add probe used the default cap, not the request's max_pixels: an 8192x8192
+    file under a smaller cap was accepted (then refused in the source stage, its offline
+    event lost), and one with max_pixels null was refused."""
+    def make(name: str, size: str) -> Path:
+        path = tmp_path / "videos" / name
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=5",
+             "-frames:v", "2", "-c:v", "mjpeg", "-q:v", "31", str(path)],
+            check=True, timeout=120,
+        )  # fmt: skip
+        return path
+
+    huge, hd = make("huge.mkv", "8192x8192"), make("hd.mkv", "1280x720")
+    (endpoint,) = free_ports(1)
+    serving = _Serving(ControlServer(zctx, endpoint, run.handle))
+    try:
+        for cap in ({}, {"max_pixels": 1920 * 1080}):
+            reply = request(endpoint, {"op": "add", "uri": str(huge), "stream_id": "h", **cap},
+                            timeout_s=60)  # fmt: skip
+            assert reply["ok"] is False, reply
+            error = reply["error"]
+            assert "8192x8192" in error and "max_pixels" in error and "\n" not in error
+            assert str(tmp_path) not in error
+        reply = request(endpoint, {"op": "add", "uri": str(hd), "stream_id": "hd",
+                                   "max_pixels": 640 * 360}, timeout_s=60)  # fmt: skip
+        assert reply["ok"] is False and "1280x720" in reply["error"], reply
+        assert not run.started_streams
+        reply = request(endpoint, {"op": "add", "uri": str(huge), "stream_id": "h",
+                                   "max_pixels": None}, timeout_s=60)  # fmt: skip
+        assert reply == {"ok": True, "stream_id": "h"}
+        assert run.started_streams == ["h"]
+        assert serving.crashed is None
+    finally:
+        serving.close()

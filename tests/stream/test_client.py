@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -276,3 +277,75 @@ def test_cli_subscribe_resumes_from_seq(tmp_path: Path, ctx, capsys) -> None:
         assert [json.loads(x)["seq"] for x in capsys.readouterr().out.splitlines()] == [5, 6, 7]
     finally:
         pub.close()
+
+
+def test_deeply_nested_json_from_a_hostile_server_is_dropped_not_fatal(ctx) -> None:
+    """Fault: the SDK parsed the server's JSON unbounded; a deeply nested event raised
+    RecursionError out of recv() and ended the iterator. Now it is logged and dropped, and
+    the next good event arrives."""
+    (events_ep,) = free_ports(1)
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(events_ep)
+    client = EventClient(events_ep, None, heartbeat_timeout_s=None)
+    deep = b'{"seq": 1, "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    good = json.dumps(event("track.start", "a", seq=1, track=1, label="p")).encode()
+    try:
+        got = None
+        deadline = time.monotonic() + 20
+        while got is None and time.monotonic() < deadline:  # the slow-joiner window
+            pub.send_multipart([b"track.start", deep])
+            pub.send_multipart([b"track.start", good])
+            got = client.recv(timeout_s=0.2)
+        assert got is not None and got["seq"] == 1 and "x" not in got
+    finally:
+        client.close()
+        pub.close()
+
+
+def test_deeply_nested_json_in_a_replay_answer_is_dropped_not_fatal(ctx) -> None:
+    """The same fault on the replay endpoint: a nested reply header, then a nested replayed
+    event; the good event replayed after it arrives."""
+    events_ep, replay_ep = free_ports(2)
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(events_ep)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(replay_ep)
+    client = EventClient(events_ep, replay_ep, from_seq=0, heartbeat_timeout_s=None)
+    nested = b"[" * 50_000 + b"]" * 50_000
+    good = json.dumps(event("track.start", "a", seq=1, track=1, label="p")).encode()
+    hb = json.dumps({"head": 1, "epoch": "e", "interval_s": 1, "ts": 0}).encode()
+
+    stop = threading.Event()
+
+    def serve() -> None:  # the fake replay endpoint, in its own thread (recv() waits for it)
+        while not stop.is_set():
+            if not router.poll(100):
+                continue
+            peer, command, body = router.recv_multipart()
+            rid = json.loads(body)["id"]
+            header = {"id": rid, "after": 0, "last": 1, "first": 1, "head": 1, "more": False}
+            router.send_multipart([peer, b"EVENTS", nested])  # a header nobody can parse
+            router.send_multipart(
+                [peer, b"EVENTS", json.dumps(header).encode(), b'{"seq": ' + nested + b"}",
+                 good]
+            )  # fmt: skip
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        got = None
+        deadline = time.monotonic() + 20
+        while got is None and time.monotonic() < deadline:
+            pub.send_multipart([b"HEARTBEAT", hb])
+            got = client.recv(timeout_s=0.2)
+        assert got is not None and got["seq"] == 1
+        assert client.replayed >= 1 and not client.lost
+    finally:
+        stop.set()
+        server.join(10)
+        client.close()
+        pub.close()
+        router.close()

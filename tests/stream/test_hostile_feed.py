@@ -263,3 +263,18 @@ def test_generated_replay_requests_never_stop_the_feed(feed, ctx, requests) -> N
         assert pub.feed.is_alive() and pub.feed.faults == 0
     finally:
         sock.close()
+
+
+def test_an_error_reply_echoes_at_most_128_characters_of_a_string_id(feed, ctx) -> None:  # noqa: F811
+    """Fault: an ERROR reply echoed a string id at any length (up to the 64 KiB request), so
+    a reply grew with what the peer sent."""
+    _pub, _events_ep, replay_ep = feed
+    sock = dealer(ctx, replay_ep)
+    long_id = "x" * 60_000
+    sock.send_multipart([b"REPLAY", json.dumps({"after": -1, "id": long_id}).encode()])
+    assert sock.poll(5000), "no answer to a bad REPLAY"
+    reply = sock.recv_multipart()
+    assert reply[0] == b"ERROR"
+    header = json.loads(reply[1])
+    assert header["id"] == long_id[:128] and len(reply[1]) < 1000
+    sock.close()
