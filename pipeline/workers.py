@@ -195,13 +195,14 @@ def analytics_body(
 
 def _open_journal(pub_cfg: dict[str, Any], out_dir: Path) -> Any:
     """The event journal named by ``publish.journal`` (None when it is ``off``)."""
+    from pipeline.outputs import journal_path
     from stream.journal import EventJournal
 
-    where = pub_cfg.get("journal", "auto")
-    if where == "off":
+    path = journal_path(pub_cfg.get("journal", "auto"), out_dir)
+    if path is None:
         return None
     return EventJournal(
-        out_dir / "events.journal.sqlite" if where == "auto" else Path(where),
+        path,
         synchronous=pub_cfg.get("journal_sync", "normal"),
         retention_s=pub_cfg.get("journal_retention_s"),
         max_rows=pub_cfg.get("journal_max_rows"),
