@@ -24,7 +24,16 @@ import tempfile
 from pathlib import Path
 
 #: What a run writes in its folder (and a rerun would replace); the journal is not one.
-OUTPUT_PATTERNS = ("events.jsonl", "annotated*.mp4", "timings.jsonl", "detections.jsonl")
+# The publish stage's names only (``annotated[-ID][.restartN].mp4``), so a user's own
+# ``annotated_holiday.mp4`` in a shared --out is left alone.
+OUTPUT_PATTERNS = (
+    "events.jsonl",
+    "annotated.mp4",
+    "annotated.restart*.mp4",
+    "annotated-*.mp4",
+    "timings.jsonl",
+    "detections.jsonl",
+)
 PREVIOUS = "previous"
 
 
