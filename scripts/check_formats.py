@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check_formats: {len(passed)}/{len(ran)} passed in {time.monotonic() - start:.0f} s")
     print(json.dumps({"cases": len(ran), "passed": len(passed), "failed": failed,
                       "skipped": skipped}))
+    if not ran:  # e.g. no ffmpeg/GStreamer here: a run that checked nothing is no pass
+        print("check_formats: no case ran", file=sys.stderr)
+        return 1
     return 0 if not failed else 1
 
 

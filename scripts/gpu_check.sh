@@ -54,9 +54,9 @@ echo "== pytest -m gpu"
 mapfile -t GPU_TESTS < <(grep -rl --include='test_*.py' 'pytest.mark.gpu' tests | sort)
 timeout "${PYTEST_TIMEOUT_S:-120}" "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider \
   --continue-on-collection-errors "${GPU_TESTS[@]}" > "$OUT/pytest_gpu.log" 2>&1
-rc=$?
+pytest_rc=$?
 tail -25 "$OUT/pytest_gpu.log"
-echo "pytest rc=$rc" | tee -a "$OUT/pytest_gpu.log"
+echo "pytest rc=$pytest_rc" | tee -a "$OUT/pytest_gpu.log"
 
 rm -rf /tmp/bench-gpu
 echo "== bench_gpu ($(( $(date +%s) - start )) s so far)"
@@ -64,8 +64,8 @@ timeout "${BENCH_TIMEOUT_S:-330}" "$PY" scripts/bench_gpu.py --device "${DEVICE:
   --size "${SIZE:-1920x1080}" --streams "${STREAMS:-1,8,32,64}" --budget-s "${BUDGET_S:-20}" \
   --clip-s 6 --stages-budget-s "${STAGES_BUDGET_S:-45}" --stage-seconds 2 --out /tmp/bench-gpu \
   > "$OUT/bench_gpu.txt" 2> "$OUT/bench_gpu.log"
-rc=$?
-echo "bench_gpu rc=$rc" | tee -a "$OUT/bench_gpu.log"
+bench_rc=$?
+echo "bench_gpu rc=$bench_rc" | tee -a "$OUT/bench_gpu.log"
 cat "$OUT/bench_gpu.txt"
 # The last JSON line: the final one, or the partial one (pipeline figures) if cut off.
 grep "^{" "$OUT/bench_gpu.txt" | tail -n 1 > "$OUT/bench_gpu.json"
@@ -74,3 +74,5 @@ for f in /tmp/bench-gpu/graph*/vigil.log; do
   [ -f "$f" ] && { echo "== $f"; tail -n 15 "$f"; }
 done > "$OUT/graph_logs.txt" 2>&1
 echo "total $(( $(date +%s) - start )) s"
+# The call's exit status says whether the GPU tests and the bench passed (not just that it ran).
+[ "$pytest_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
