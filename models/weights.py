@@ -61,6 +61,9 @@ DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOAD_ATTEMPTS = 4
 #: Seconds before the first retry of a cut download; doubled before each next one.
 RETRY_BACKOFF_S = 1.0
+# Largest file a download may write (torchvision's detectors are under 200 MB): a wrong or
+# hostile VIGIL_WEIGHTS_URL_BASE must not fill the disk before the checksum is checked.
+MAX_DOWNLOAD_BYTES = 1 << 30
 #: Seconds to wait for another process that is downloading the same file.
 LOCK_TIMEOUT_S = 1800.0
 #: Environment variable: download from this base URL + "/" + file name instead of each entry's
@@ -455,6 +458,9 @@ def _download(
             have = 0
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        if expected is not None and have + expected > MAX_DOWNLOAD_BYTES:
+            part.unlink(missing_ok=True)
+            raise WeightsError(_too_large(entry, url, have + expected))
         got = 0
         try:
             with open(part, "ab" if have else "wb") as out, tqdm(
@@ -462,13 +468,29 @@ def _download(
                 unit_scale=True, unit_divisor=1024, desc=entry.file_name, disable=not progress,
             ) as bar:  # fmt: skip
                 while chunk := response.read(1 << 20):
+                    if have + got + len(chunk) > MAX_DOWNLOAD_BYTES:  # no length said, or a lie
+                        raise _TooLarge
                     out.write(chunk)
                     got += len(chunk)
                     bar.update(len(chunk))
+        except _TooLarge:
+            part.unlink(missing_ok=True)
+            raise WeightsError(_too_large(entry, url, have + got + 1)) from None
         except (OSError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead
             raise _Retryable(_reason(exc)) from None
     if expected is not None and got < expected:
         raise _Retryable(f"connection closed after {have + got} of {have + expected} bytes")
+
+
+class _TooLarge(Exception):
+    """The body grew past :data:`MAX_DOWNLOAD_BYTES`."""
+
+
+def _too_large(entry: WeightsEntry, url: str, size: int) -> str:
+    return (
+        f"refusing to download {entry.file_name} from {url}: {size:,} bytes or more, over the "
+        f"{MAX_DOWNLOAD_BYTES:,}-byte limit for a weights file (is {URL_BASE_ENV} right?)"
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -498,3 +498,17 @@ def test_ssl_failure_is_one_line_with_a_hint(http_dir: tuple[Path, str], cache: 
     message = str(info.value)
     assert message.startswith("SSL error downloading tiny.pth") and "SSL_CERT_FILE" in message
     assert str(make_entry().path) in message and "\n" not in message
+
+
+def test_a_download_larger_than_any_weights_file_is_refused(
+    flaky, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the body was written to disk until the server stopped, so a wrong or hostile
+    VIGIL_WEIGHTS_URL_BASE could fill the disk before the checksum was checked."""
+    monkeypatch.setattr(W, "MAX_DOWNLOAD_BYTES", len(PAYLOAD) - 1)
+    server = flaky(PAYLOAD, cuts=0, ranges=True)
+    entry = make_entry(url=f"{server.base}/tiny.pth")
+    with pytest.raises(WeightsError, match="over the .*-byte limit"):
+        W.fetch(entry, progress=False)
+    assert server.requests == [""]  # refused at once, not retried
+    assert list(entry.path.parent.iterdir()) == []  # no partial file left behind
