@@ -32,11 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import av
 
-import av  # noqa: E402
-
-from stream.sources import FileSource  # noqa: E402
+from stream.sources import FileSource
 
 
 def make_clip(path: Path, frames: int) -> None:

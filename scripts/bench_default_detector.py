@@ -32,9 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.detection import Detector  # noqa: E402
+from models.detection import Detector
 
 CANDIDATES = [
     "ssdlite320_mobilenet_v3_large",
@@ -135,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     # Smooth random images (blocky noise upscaled) rather than pure noise: closer to a scene.
     frames = [
-        np.kron(rng.integers(0, 256, (args.height // 8, args.width // 8, 3), dtype=np.uint8),
-                np.ones((8, 8, 1), np.uint8))  # fmt: skip
+        np.kron(
+            rng.integers(0, 256, (args.height // 8, args.width // 8, 3), dtype=np.uint8),
+            np.ones((8, 8, 1), np.uint8),
+        )  # fmt: skip
         for _ in range(8)
     ]
     rows = [measure(m, frames, args.seconds, args.device) for m in args.models]

@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import zmq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from stream.client import EventClient  # noqa: E402
-from stream.journal import EventJournal  # noqa: E402
-from stream.sinks import EventPublisher  # noqa: E402
+from stream.client import EventClient
+from stream.journal import EventJournal
+from stream.sinks import EventPublisher
 
 
 def _endpoints() -> tuple[str, str]:

@@ -48,8 +48,6 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
 #: Light-model defaults (on CPU everything else would take the whole budget to load and warm).
 CPU_MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"

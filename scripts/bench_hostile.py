@@ -11,7 +11,9 @@ restarts; must be 0), the health checks failed afterwards, the growth of all vig
 RSS, and the event rate during the attack against the rate without it (mean of the windows
 before and after all attacks, same run). A table, then one JSON line.
 
-    PYTHONPATH=$PWD .venv/bin/python scripts/bench_hostile.py [--window 10]
+It uses the harness under ``tests/``, so it runs as a module from the checkout root:
+
+    .venv/bin/python -m scripts.bench_hostile [--window 10]
 """
 
 from __future__ import annotations
@@ -24,15 +26,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import zmq
+
+from stream.synthetic import make_scene, write_sample_video
+from tests.pipeline import hostile_peers as hp
+from tests.pipeline.live_vigil import LiveVigil, log_tail
+from tests.stream.test_replay import free_ports
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import zmq  # noqa: E402
-
-from stream.synthetic import make_scene, write_sample_video  # noqa: E402
-from tests.pipeline import hostile_peers as hp  # noqa: E402
-from tests.pipeline.live_vigil import LiveVigil, log_tail  # noqa: E402
-from tests.stream.test_replay import free_ports  # noqa: E402
 
 
 def event_rate(port: int, window_s: float) -> float:

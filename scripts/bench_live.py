@@ -8,7 +8,9 @@ of the run. The p99 must not grow with run length (``p99_growth`` = last window'
 With ``--baseline`` the same input also runs in batch mode (every frame, blocking
 backpressure), whose latency grows without bound, for comparison. Last line: one JSON object.
 
-    .venv/bin/python scripts/bench_live.py [--seconds 30] [--fps 60] [--rtsp] [--baseline]
+It uses a helper under ``tests/``, so it runs as a module from the checkout root:
+
+    .venv/bin/python -m scripts.bench_live [--seconds 30] [--fps 60] [--rtsp] [--baseline]
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:

@@ -18,15 +18,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.backends import BackendOptions, accelerate_backbone, backend_status  # noqa: E402
+from models.backends import BackendOptions, accelerate_backbone, backend_status
 
 #: (stage, model, input size) benchmarked; quick keeps the light ones.
 MODELS_FULL = [

@@ -8,7 +8,8 @@ must exit 2 with one line. Prints a table (case, producer, what, result per chec
 with one JSON line: ``{"cases": N, "passed": N, "failed": [...], "skipped": {...}}``.
 Exit status 0 when every case that could be made passed, 1 otherwise.
 
-Example: ``PYTHONPATH=$PWD .venv/bin/python scripts/check_formats.py [--keep DIR] [-k mkv]``.
+It uses the test corpus under ``tests/``, so it runs as a module from the checkout root:
+``.venv/bin/python -m scripts.check_formats [--keep DIR] [-k mkv]``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.formats import corpus  # noqa: E402
+from tests.formats import corpus
 
 
 def main(argv: list[str] | None = None) -> int:

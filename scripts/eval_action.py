@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,13 +31,11 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.action import ACTION_VOCAB, ActionForecaster  # noqa: E402
-from models.pose_buffer import normalise_window, resample_track  # noqa: E402
-from models.results import Detections  # noqa: E402
-from models.tracking import ByteTracker, idf1  # noqa: E402
-from stream import synthetic  # noqa: E402
+from models.action import ACTION_VOCAB, ActionForecaster
+from models.pose_buffer import normalise_window, resample_track
+from models.results import Detections
+from models.tracking import ByteTracker, idf1
+from stream import synthetic
 
 #: Transitions that always follow their action (the synthetic scripts' Markov chain).
 FORCED_NEXT = {"sit_down": "sit", "fall": "lie"}

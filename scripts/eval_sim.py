@@ -26,23 +26,21 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.simnet import CLASS_NAMES, PERSON, SimPerception  # noqa: E402
-from stream.sim_dataset import (  # noqa: E402
+from models.simnet import CLASS_NAMES, PERSON, SimPerception
+from stream.sim_dataset import (
     COCO_CATEGORY_IDS,
     coco_annotations,
     coco_categories,
     heldout_scenes,
     render_annotated,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 OPERATING_THRESHOLD = 0.4
 

@@ -37,11 +37,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.tracking import box_iou  # noqa: E402
-from models.zones import Line, Zone, ZoneAnalytics, points_in_polygons  # noqa: E402
-from stream.synthetic import write_sample_video, zone_scenes  # noqa: E402
+from models.tracking import box_iou
+from models.zones import Line, Zone, ZoneAnalytics, points_in_polygons
+from stream.synthetic import write_sample_video, zone_scenes
 
 MATCH_S = 0.5
 TYPES = ("zone.enter", "zone.exit", "zone.dwell", "line.cross")

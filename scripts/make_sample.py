@@ -10,14 +10,9 @@ The same arguments always give the same frames and ground truth (see stream/synt
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-try:
-    from stream.synthetic import make_scene, write_sample_video
-except ModuleNotFoundError:  # run from a checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from stream.synthetic import make_scene, write_sample_video
+from stream.synthetic import make_scene, write_sample_video
 
 
 def main(argv: list[str] | None = None) -> int:

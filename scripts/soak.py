@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 METRICS = ("rss_mb", "fds", "threads", "children")
 FRAMES_LINE = re.compile(r"^vigil: (\d+) frames in ", re.MULTILINE)

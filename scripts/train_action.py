@@ -32,9 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.action import (  # noqa: E402  # noqa: E402
+from models.action import (
     ACTION_VOCAB,
     DEFAULT_WEIGHTS,
     ActionLSTM,
@@ -42,7 +40,7 @@ from models.action import (  # noqa: E402  # noqa: E402
     save_checkpoint,
     window_features,
 )
-from models.pose_buffer import normalise_window, resample_track  # noqa: E402
+from models.pose_buffer import normalise_window, resample_track
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

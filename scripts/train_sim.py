@@ -30,18 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from models.simnet import (  # noqa: E402
+from models.simnet import (
     CLASS_NAMES,
     DEFAULT_INPUT_SIZE,
     DEFAULT_WEIGHTS,
@@ -52,7 +47,9 @@ from models.simnet import (  # noqa: E402
     flip_targets_input,
     simnet_loss,
 )
-from stream.sim_dataset import generate, to_canvas  # noqa: E402
+from stream.sim_dataset import generate, to_canvas
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CANVAS_WH = (320, 192)
 CROP_WH = (160, 192)
