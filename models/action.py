@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.coco17 import FLIP_INDEX
 from models.results import ActionForecast
 
 __all__ = [
@@ -49,8 +50,6 @@ ACTION_VOCAB: tuple[str, ...] = (
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "action_lstm.pt"
 
-# COCO-17 left/right pairs, for mirroring a window (augmentation).
-_FLIP_PERM = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 
 
 def window_features(windows: np.ndarray | torch.Tensor, rate_hz: float) -> torch.Tensor:
@@ -74,7 +73,7 @@ def window_features(windows: np.ndarray | torch.Tensor, rate_hz: float) -> torch
 
 def flip_windows(windows: np.ndarray) -> np.ndarray:
     """Mirror ``(..., T, 17, 3)`` normalised windows left-right (negate x, swap sides)."""
-    out = windows[..., _FLIP_PERM, :].copy()
+    out = windows[..., list(FLIP_INDEX), :].copy()
     out[..., 0] *= -1
     return out
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from models.action import ActionForecaster
+from models.ops import box_iou, match_max
 from models.pose_buffer import PoseBuffers
 from models.results import FrameResult
-from models.tracking import ByteTracker, box_iou
+from models.tracking import ByteTracker
 
 __all__ = ["PeopleAnalytics", "match_poses_to_boxes"]
 
@@ -240,5 +240,4 @@ def match_poses_to_boxes(
         )
         kbox = np.array([[*xy.min(axis=0), *xy.max(axis=0)]])
         aff[i] = 0.5 * inside.mean(axis=0) + 0.5 * box_iou(kbox, boxes)[0]
-    rows, cols = linear_sum_assignment(-aff)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if aff[r, c] >= 0.3]
+    return match_max(aff, 0.3)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from models.catalog import CUSTOM_PERCEIVERS, check_model
+from models.ops import match_boxes
 from models.results import Detections, Masks, Poses
 
 FrameOutputs = tuple[Detections, Poses, Masks]
@@ -238,13 +239,7 @@ def align_poses(
     persons = np.flatnonzero(np.isin(detections.class_id, person_ids))
     if len(persons) == 0:
         return poses
-    from scipy.optimize import linear_sum_assignment
-    from torchvision.ops import box_iou
-
-    iou = box_iou(torch.from_numpy(detections.xyxy[persons]), torch.from_numpy(pose_boxes.xyxy))
-    iou = iou.numpy()
-    rows, cols = linear_sum_assignment(-iou)
-    matched = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= iou_threshold]
+    matched = match_boxes(detections.xyxy[persons], pose_boxes.xyxy, iou_threshold)
     first = [c for _, c in sorted(matched)]
     rest = [i for i in range(len(poses)) if i not in set(first)]
     return poses[np.asarray(first + rest, np.int64)]

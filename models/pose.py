@@ -39,9 +39,11 @@ from torch import nn
 
 from models import weights as weights_registry
 from models.backends import BackendOptions, FrameUploader, accelerate, accelerate_backbone
+from models.coco17 import COCO17_KEYPOINTS
 from models.gpu_ops import batch_chunks
+from models.ops import IMAGENET_MEAN, IMAGENET_STD
 from models.perception import StrideSchedule, group_by_size
-from models.results import COCO17_KEYPOINTS, Detections, Poses
+from models.results import Detections, Poses
 
 LOG = logging.getLogger(__name__)
 
@@ -57,7 +59,6 @@ DEFAULT_OPENPIFPAF_SIZE = 641
 DECODE_CHUNKS = 2
 #: Longest wait for one image's decode in the pool, s (a hung decoder fails the batch).
 DECODE_TIMEOUT_S = 60.0
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class PoseUnavailable(RuntimeError):
@@ -284,7 +285,7 @@ class _OpenPifPaf(_PoseImpl):
         self.core = accelerate(
             OpenPifPafCore(net), example, name=f"openpifpaf_{name}", options=opts, static_hw=True
         )
-        self.uploader = FrameUploader(opts.device, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+        self.uploader = FrameUploader(opts.device, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         threads = int(getattr(opts, "decode_threads", 0) or 0)
         self.pool = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pifpaf-decode")

@@ -18,49 +18,6 @@ from typing import Any
 
 import numpy as np
 
-COCO17_KEYPOINTS: tuple[str, ...] = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
-
-#: Limb pairs (indices into COCO17_KEYPOINTS) used to draw and render skeletons.
-COCO17_SKELETON: tuple[tuple[int, int], ...] = (
-    (15, 13),
-    (13, 11),
-    (16, 14),
-    (14, 12),
-    (11, 12),
-    (5, 11),
-    (6, 12),
-    (5, 6),
-    (5, 7),
-    (6, 8),
-    (7, 9),
-    (8, 10),
-    (1, 2),
-    (0, 1),
-    (0, 2),
-    (1, 3),
-    (2, 4),
-    (3, 5),
-    (4, 6),
-)
-
 
 def _as_array(value: Any, dtype: Any, name: str, shape_tail: tuple[int, ...]) -> np.ndarray:
     """Coerce ``value`` to ``dtype`` and check that its shape is ``(n, *shape_tail)``."""

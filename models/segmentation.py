@@ -31,6 +31,7 @@ from torch import nn
 
 from models import weights as weights_registry
 from models.backends import BackendOptions, FrameUploader, accelerate, accelerate_backbone
+from models.ops import match_boxes
 from models.perception import StrideSchedule, group_by_size
 from models.results import Detections, Masks
 
@@ -235,19 +236,13 @@ def align_instances(
     Returns:
         ``Masks(instance=(n, H, W) bool)``.
     """
-    from scipy.optimize import linear_sum_assignment
-    from torchvision.ops import box_iou
-
     h, w = shape
     out = np.zeros((len(detections), h, w), dtype=bool)
     src = seg.masks.instance
     if seg.detections is None or src is None or not len(detections) or not len(seg.detections):
         return Masks(instance=out)
-    iou = box_iou(torch.from_numpy(detections.xyxy), torch.from_numpy(seg.detections.xyxy))
-    iou = iou.numpy()
-    rows, cols = linear_sum_assignment(-iou)
-    for r, c in zip(rows, cols):
-        if iou[r, c] >= iou_threshold and src[c].shape == (h, w):
+    for r, c in match_boxes(detections.xyxy, seg.detections.xyxy, iou_threshold):
+        if src[c].shape == (h, w):
             out[r] = src[c]
     return Masks(instance=out)
 

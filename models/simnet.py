@@ -31,15 +31,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models import weights as weights_registry
+from models.coco17 import COCO17_KEYPOINTS, FLIP_INDEX
 from models.detection import nms_detections
-from models.results import COCO17_KEYPOINTS, Detections, Masks, Poses
+from models.ops import letterbox
+from models.results import Detections, Masks, Poses
 from models.weights import PACKS, WeightsEntry, WeightsError
 
 #: Class names indexed by ``Detections.class_id`` (no background entry).
@@ -61,8 +62,6 @@ DEFAULT_METADATA: Path = DEFAULT_WEIGHTS.with_suffix(".json")
 SHIPPED_SHA256 = "4e63224567ac099f6cd984ffaff8993ca3afeb41f0f0e408206d497ba9f70704"
 #: Up to this many objects per image are used as training targets.
 MAX_OBJECTS = 32
-#: COCO-17 index of each joint's mirror image (left <-> right), for horizontal flips.
-FLIP_INDEX: tuple[int, ...] = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
 _MEAN, _STD = 0.45, 0.25  # input normalisation, on [0, 1] pixel values
 
@@ -152,7 +151,7 @@ class SimPerception:
         """
         if len(frames) == 0:
             return []
-        boxed = [letterbox(_check_frame(f), self.input_size) for f in frames]
+        boxed = [letterbox(_check_frame(f), self.input_size, PAD_MULTIPLE) for f in frames]
         ph = max(b[0].shape[0] for b in boxed)
         pw = max(b[0].shape[1] for b in boxed)
         batch = np.zeros((len(boxed), ph, pw, 3), np.uint8)
@@ -204,29 +203,6 @@ class SimPerception:
         person = det.class_id == PERSON
         poses = Poses(kps[person]) if person.any() else Poses.empty()
         return det, poses
-
-
-def letterbox(frame: np.ndarray, input_size: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """Scale ``frame`` so its longer side is ``input_size`` and pad right / bottom with black.
-
-    Args:
-        frame: ``(H, W, 3) uint8``.
-        input_size: pixels.
-
-    Returns:
-        ``(canvas, (sx, sy))``: ``canvas (h, w, 3) uint8`` with ``h``, ``w`` multiples of
-        :data:`PAD_MULTIPLE`; a frame point ``(x, y)`` is at ``(x * sx, y * sy)`` on the canvas.
-    """
-    H, W = frame.shape[:2]
-    s = input_size / max(H, W)
-    nw, nh = max(1, int(round(W * s))), max(1, int(round(H * s)))
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    img = frame if (nw, nh) == (W, H) else cv2.resize(frame, (nw, nh), interpolation=interp)
-    ph = -(-nh // PAD_MULTIPLE) * PAD_MULTIPLE
-    pw = -(-nw // PAD_MULTIPLE) * PAD_MULTIPLE
-    canvas = np.zeros((ph, pw, 3), np.uint8)
-    canvas[:nh, :nw] = img
-    return canvas, (nw / W, nh / H)
 
 
 def decode(

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from models.ops import box_iou, match_max
 from models.results import Detections
 
-__all__ = ["ByteTracker", "TrackUpdate", "KalmanBoxFilter", "box_iou", "idf1"]
+__all__ = ["ByteTracker", "TrackUpdate", "KalmanBoxFilter", "idf1"]
 
 
 @dataclass
@@ -49,31 +50,6 @@ class TrackUpdate:
     detections: Detections
     started: list[int] = field(default_factory=list)
     ended: list[int] = field(default_factory=list)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes.
-
-    Args:
-        a: ``(n, 4)`` xyxy boxes, pixels.
-        b: ``(m, 4)`` xyxy boxes, pixels.
-
-    Returns:
-        ``(n, m) float64`` IoU in [0, 1]; ``(n, 0)`` or ``(0, m)`` for empty input.
-    """
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,13 +386,11 @@ class ByteTracker:
             for r, ti in enumerate(track_idx):
                 t = self._tracks[ti]
                 iou[r, self._kf.gating_distance(t.mean, t.cov, meas) > GATE_CHI2] = 0.0
-        rows, cols = linear_sum_assignment(-iou)
         matches, mt, md = [], set(), set()
-        for r, c in zip(rows, cols, strict=True):
-            if iou[r, c] >= min_iou:
-                matches.append((track_idx[r], det_idx[c]))
-                mt.add(r)
-                md.add(c)
+        for r, c in match_max(iou, min_iou):
+            matches.append((track_idx[r], det_idx[c]))
+            mt.add(r)
+            md.add(c)
         un_t = [track_idx[r] for r in range(len(track_idx)) if r not in mt]
         un_d = [det_idx[c] for c in range(len(det_idx)) if c not in md]
         return matches, un_t, un_d

@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from models.ops import IMAGENET_MEAN, IMAGENET_STD
+
 if TYPE_CHECKING:  # imported where used: reading the registry must not import torch
     import torch
     from torch import nn
@@ -618,7 +620,7 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
 _TV_LICENSE = (
     "BSD-3-Clause (torchvision); trained on COCO, whose images carry their own Flickr licences"
 )
-_IMAGENET_NORM = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+_IMAGENET_NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 _RGB01 = "RGB float in [0, 1], (3, H, W); the model resizes and normalises internally"
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.results import COCO17_SKELETON, FrameResult
+from models.coco17 import COCO17_SKELETON
+from models.results import FrameResult
 
 _PALETTE = np.array(
     [

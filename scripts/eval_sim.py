@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.ops import box_iou
 from models.simnet import CLASS_NAMES, PERSON, SimPerception
 from stream.sim_dataset import (
     COCO_CATEGORY_IDS,
@@ -55,18 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=60, help="frames per scene")
     p.add_argument("--offset", type=int, default=0, help="first held-out seed offset")
     return p.parse_args(argv)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``(n, m)`` of xyxy boxes ``a (n, 4)`` and ``b (m, 4)``."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
 def match(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from models.tracking import box_iou
+from models.ops import box_iou
 from models.zones import Line, Zone, ZoneAnalytics, points_in_polygons
 from stream.synthetic import write_sample_video, zone_scenes
 

@@ -156,9 +156,9 @@ def perceived_windows(
     :class:`models.pose_buffer.PoseBuffer`, exactly as the live pipeline does; every
     ``1 / rate_hz`` s a full window becomes a sample, labelled with the figure's scripted action
     now and at each horizon."""
+    from models.ops import box_iou
     from models.pose_buffer import PoseBuffer
     from models.simnet import SimPerception
-    from models.tracking import box_iou
     from stream.synthetic import make_scene, render_frame
 
     index = {a: i for i, a in enumerate(ACTION_VOCAB)}

@@ -45,7 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.results import COCO17_KEYPOINTS, COCO17_SKELETON
+from models.coco17 import COCO17_KEYPOINTS, COCO17_SKELETON
 from stream import synthetic as syn
 from stream.synthetic import CLASSES, FigureScript, Scene, make_scene
 

@@ -41,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.results import COCO17_KEYPOINTS
+from models.coco17 import COCO17_KEYPOINTS
 
 ACTIONS: tuple[str, ...] = ("stand", "walk", "wave", "sit_down", "sit", "stand_up", "fall", "lie")
 #: Classes of the non-person objects, in the order they are added to a scene.

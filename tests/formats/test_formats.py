@@ -1,6 +1,7 @@
 """The fast subset of the format corpus (issue 13): the bug cases and a handful more, through
-the process graph, the archive runner and ``--mode live --loop``; ``python -m scripts.check_formats``
-runs all of it (in ``.ci/run``). Inputs are made by Debian's ffmpeg and PyAV at test time."""
+the process graph, the archive runner and ``--mode live --loop``;
+``python -m scripts.check_formats`` runs all of it (in ``.ci/run``). Inputs are made by Debian's
+ffmpeg and PyAV at test time."""
 
 from __future__ import annotations
 

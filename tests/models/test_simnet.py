@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from models import weights as weights_registry
+from models.coco17 import FLIP_INDEX
+from models.ops import letterbox
 from models.results import Detections, Masks, Poses
 from models.simnet import (
     CLASS_NAMES,
     DEFAULT_WEIGHTS,
-    FLIP_INDEX,
     MAX_OBJECTS,
     SHIPPED_SHA256,
     STRIDE,
@@ -21,7 +22,6 @@ from models.simnet import (
     encode_targets,
     file_sha256,
     flip_targets_input,
-    letterbox,
     load_metadata,
     simnet_loss,
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.ops import box_iou
 from models.results import Detections
-from models.tracking import ByteTracker, box_iou, idf1
+from models.tracking import ByteTracker, idf1
 
 
 def _dets(boxes: list[list[float]], scores: list[float]) -> Detections:
