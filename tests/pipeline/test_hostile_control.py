@@ -24,7 +24,7 @@ from pipeline.control import ControlError, ControlServer, Deferred, request, sou
 from pipeline.stages import Endpoints
 from pipeline.supervisor import _Run
 from stream.zsocket import CurveServerKeys, load_client_keys
-from tests.stream.test_replay import free_ports
+from tests.support.feed import free_ports
 
 
 @pytest.fixture
