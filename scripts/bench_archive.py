@@ -54,7 +54,8 @@ def main() -> int:
 
     from pipeline.archive import expand_inputs, run_archive
     from pipeline.config import load_config
-    from stream.synthetic import make_scene, write_sample_video
+    from stream.sim.sample import write_sample_video
+    from stream.sim.scenes import make_scene
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-archive-"))

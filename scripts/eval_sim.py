@@ -33,7 +33,7 @@ import numpy as np
 
 from models.ops import box_iou
 from models.simnet import CLASS_NAMES, PERSON, SimPerception
-from stream.sim_dataset import (
+from stream.sim.datasets import (
     COCO_CATEGORY_IDS,
     coco_annotations,
     coco_categories,

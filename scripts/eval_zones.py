@@ -39,7 +39,8 @@ import yaml
 
 from models.ops import box_iou
 from models.zones import Line, Zone, ZoneAnalytics, points_in_polygons
-from stream.synthetic import write_sample_video, zone_scenes
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import zone_scenes
 
 MATCH_S = 0.5
 TYPES = ("zone.enter", "zone.exit", "zone.dwell", "line.cross")

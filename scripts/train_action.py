@@ -120,7 +120,8 @@ def corrupt(raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def synthetic_data(
     args: argparse.Namespace, horizons: list[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from stream.synthetic import ACTIONS, motion_dataset
+    from stream.sim.sample import motion_dataset
+    from stream.sim.world import ACTIONS
 
     if tuple(ACTIONS) != ACTION_VOCAB:
         raise SystemExit(f"stream.synthetic.ACTIONS {ACTIONS} != models.action vocabulary")
@@ -159,7 +160,8 @@ def perceived_windows(
     from models.ops import box_iou
     from models.pose_buffer import PoseBuffer
     from models.simnet import SimPerception
-    from stream.synthetic import make_scene, render_frame
+    from stream.sim.render import render_frame
+    from stream.sim.scenes import make_scene
 
     index = {a: i for i, a in enumerate(ACTION_VOCAB)}
     perceiver = SimPerception(score_threshold=0.3)

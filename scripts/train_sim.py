@@ -47,7 +47,7 @@ from models.simnet import (
     flip_targets_input,
     simnet_loss,
 )
-from stream.sim_dataset import generate, to_canvas
+from stream.sim.datasets import generate, to_canvas
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,8 @@ from models.backends import (
     backend_status,
 )
 from models.detection import Detector
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 torch.set_num_threads(1)
 #: Max abs difference allowed between eager and ONNX Runtime feature maps (fp32, CPU).

@@ -11,7 +11,8 @@ import torch
 
 from models.perception import build_perceiver_from_config
 from models.pose import PoseEstimator, openpifpaf_status
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 pytestmark = pytest.mark.skipif(
     openpifpaf_status() is not None, reason=f"openpifpaf unusable: {openpifpaf_status()}"

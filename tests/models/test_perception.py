@@ -18,7 +18,8 @@ from models.perception import (
     build_perceiver_from_config,
 )
 from models.results import Detections, Masks, Poses
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,8 @@ from models.pose import (
     openpifpaf_status,
 )
 from models.results import Poses
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 torch.set_num_threads(1)
 needs_openpifpaf = pytest.mark.skipif(

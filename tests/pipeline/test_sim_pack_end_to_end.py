@@ -20,7 +20,8 @@ import pytest
 
 from models.ops import box_iou
 from models.simnet import DEFAULT_WEIGHTS
-from stream.synthetic import fall_and_walk_scene, make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import fall_and_walk_scene, make_scene
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
 

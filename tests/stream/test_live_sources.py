@@ -1,6 +1,6 @@
 """Live sources against a real RTSP server (GStreamer), one test per camera fault.
 
-The server (``stream/rtsp_server.py``) runs under Debian's python3 as a subprocess; tests that
+The server (``stream/sim/camera.py``) runs under Debian's python3 as a subprocess; tests that
 need it are skipped, with the apt-get line to run, where GStreamer is missing.
 """
 
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.rtsp_server import RtspTestServer, free_port, missing_requirements
+from stream.sim.camera import RtspTestServer, free_port, missing_requirements
 from stream.sources import (
     Backoff,
     ImageDirSource,
