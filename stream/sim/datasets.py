@@ -412,4 +412,3 @@ def _draw_occluder(frame: np.ndarray, poly: np.ndarray, k: int):
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(mask, np.round((poly - [x0, y0]) * 16).astype(np.int32)[None], 255, cv2.LINE_AA, 4)
     return (-1 - k, x0, y0, mask, {"class": "occluder"})
-

@@ -114,19 +114,23 @@ def _lie_params(t: float, ph: float) -> np.ndarray:
     return p
 
 
+def _add_gains(p: np.ndarray, gains: tuple[tuple[int, float], ...], w: float) -> None:
+    """``p[i] += gain * w`` for each ``(i, gain)``, in place."""
+    for i, gain in gains:
+        p[i] += gain * w
+
+
+#: Arms fly out, knees give and the torso bends mid-fall (scaled by a bump over the fall).
+_FALL_FLAIL = ((_AOL, 1.0), (_AOR, 1.0), (_AFL, 0.5), (_AFR, 0.5), (_KL, 0.4), (_KR, 0.4),
+               (_LEAN, 0.2))  # fmt: skip
+
+
 def _fall_params(s: float, t: float, ph: float) -> np.ndarray:
     start, end = _stand_params(t, ph), _lie_params(t, ph)
     p = start + (end - start) * s
     p[_PHI] = _LIE_PHI * s * s  # accelerates like a toppling body
     p[_WIDTH] = 1.0 + (0.35 - 1.0) * _smooth(s)
-    bump = math.sin(math.pi * s)
-    p[_AOL] += 1.0 * bump
-    p[_AOR] += 1.0 * bump
-    p[_AFL] += 0.5 * bump
-    p[_AFR] += 0.5 * bump
-    p[_KL] += 0.4 * bump
-    p[_KR] += 0.4 * bump
-    p[_LEAN] += 0.2 * bump
+    _add_gains(p, _FALL_FLAIL, math.sin(math.pi * s))
     return p
 
 
@@ -141,6 +145,30 @@ def _fall_params(s: float, t: float, ph: float) -> np.ndarray:
 _CUE_S = 0.75
 #: Fraction of walking speed shed by the end of a walk segment, by the next action.
 _WALK_SLOWDOWN: dict[str, float] = {"stand": 0.75, "sit_down": 0.6, "wave": 0.45}
+
+
+#: Preludes as parameter gains at full strength, by ``(current action, next action)``; a key
+#: ``(None, next)`` holds for any current action without its own entry.
+_CUE_GAINS: dict[tuple[str | None, str], tuple[tuple[int, float], ...]] = {
+    # Weight shift onto the back leg, lean, the lead knee lifts: a first step.
+    (None, "walk"): ((_LEAN, 0.14), (_SWAY, 0.025), (_TL, 0.35), (_KL, 0.45), (_TR, -0.1),
+                     (_AFL, -0.25), (_AFR, 0.25)),
+    # The right arm lifts sideways, the hand rising past the shoulder.
+    (None, "wave"): ((_AOR, 1.2), (_EOR, 1.0)),
+    # Knees bend, hips go back, torso leans forward, arms forward.
+    (None, "sit_down"): ((_TL, 0.35), (_TR, 0.35), (_KL, 0.55), (_KR, 0.55), (_LEAN, 0.3),
+                         (_AFL, 0.3), (_AFR, 0.3)),
+    # Stumbling knees and forearms raised further (with the wobble in _apply_cue).
+    (None, "fall"): ((_KL, 0.2), (_KR, 0.2), (_EOL, 0.4), (_EOR, 0.4)),
+    # The waving arm comes down.
+    ("wave", "stand"): ((_AOR, -0.9),),
+    # Lean forward, feet drawn back, hands to the knees.
+    ("sit", "stand_up"): ((_LEAN, 0.4), (_KL, 0.3), (_KR, 0.3), (_AFL, 0.45), (_AFR, 0.45),
+                          (_EFL, -0.4), (_EFR, -0.4)),
+    # Knees draw up, the torso props up on the arms.
+    ("lie", "stand_up"): ((_PHI, -0.22), (_TL, 0.6), (_TR, 0.6), (_KL, 1.0), (_KR, 1.0),
+                          (_AOL, 0.35), (_AOR, 0.35), (_WIDTH, 0.2)),
+}  # fmt: skip
 
 
 def _cue_span(seg: Segment) -> float:
@@ -173,26 +201,8 @@ def _apply_cue(p: np.ndarray, cur: str, nxt: str, x: float, tau: float) -> None:
             p[i] *= damp
         for i in (_KL, _KR):
             p[i] = 0.08 + (p[i] - 0.08) * damp
-    if nxt == "walk":  # weight shift onto the back leg, lean, the lead knee lifts: a first step
-        p[_LEAN] += 0.14 * w
-        p[_SWAY] += 0.025 * w
-        p[_TL] += 0.35 * w
-        p[_KL] += 0.45 * w
-        p[_TR] -= 0.1 * w
-        p[_AFL] -= 0.25 * w
-        p[_AFR] += 0.25 * w
-    elif nxt == "wave":  # the right arm lifts sideways, the hand rising past the shoulder
+    if nxt == "wave":  # the right arm stops swinging forward
         p[_AFR] *= 1.0 - w
-        p[_AOR] += 1.2 * w
-        p[_EOR] += 1.0 * w
-    elif nxt == "sit_down":  # knees bend, hips go back, torso leans forward, arms forward
-        p[_TL] += 0.35 * w
-        p[_TR] += 0.35 * w
-        p[_KL] += 0.55 * w
-        p[_KR] += 0.55 * w
-        p[_LEAN] += 0.3 * w
-        p[_AFL] += 0.3 * w
-        p[_AFR] += 0.3 * w
     elif nxt == "fall":  # stagger: sway and wobbling lean, stumbling legs, flailing arms
         wob = math.sin(2 * math.pi * 2.6 * tau)
         wob2 = math.sin(2 * math.pi * 3.3 * tau + 1.0)
@@ -200,32 +210,11 @@ def _apply_cue(p: np.ndarray, cur: str, nxt: str, x: float, tau: float) -> None:
         p[_LEAN] += w * (0.1 + 0.08 * wob2)
         p[_TL] += 0.22 * w * wob
         p[_TR] -= 0.22 * w * wob
-        p[_KL] += 0.2 * w
-        p[_KR] += 0.2 * w
         p[_AOL] += w * (0.8 + 0.3 * wob2)
         p[_AOR] += w * (0.8 - 0.3 * wob2)
-        p[_EOL] += 0.4 * w
-        p[_EOR] += 0.4 * w
-    elif nxt == "stand" and cur == "wave":  # the waving arm comes down, the wave dies out
-        p[_AOR] -= 0.9 * w
+    elif nxt == "stand" and cur == "wave":  # the wave dies out
         p[_EOR] = p[_EOR] * (1.0 - 0.8 * w)
-    elif nxt == "stand_up" and cur == "sit":  # lean forward, feet drawn back, hands to the knees
-        p[_LEAN] += 0.4 * w
-        p[_KL] += 0.3 * w
-        p[_KR] += 0.3 * w
-        p[_AFL] += 0.45 * w
-        p[_AFR] += 0.45 * w
-        p[_EFL] -= 0.4 * w
-        p[_EFR] -= 0.4 * w
-    elif nxt == "stand_up" and cur == "lie":  # knees draw up, the torso props up on the arms
-        p[_PHI] -= 0.22 * w
-        p[_TL] += 0.6 * w
-        p[_TR] += 0.6 * w
-        p[_KL] += 1.0 * w
-        p[_KR] += 1.0 * w
-        p[_AOL] += 0.35 * w
-        p[_AOR] += 0.35 * w
-        p[_WIDTH] += 0.2 * w
+    _add_gains(p, _CUE_GAINS.get((cur, nxt), _CUE_GAINS.get((None, nxt), ())), w)
 
 
 def _action_params(

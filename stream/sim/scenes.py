@@ -21,15 +21,9 @@ from stream.sim.world import (
 
 
 def make_scene(
-    seed: int = 0,
-    *,
-    width: int = 640,
-    height: int = 360,
-    fps: float = 15.0,
-    duration_s: float = 8.0,
-    n_people: int = 3,
-    n_objects: int = 2,
-) -> Scene:
+    seed: int = 0, *, width: int = 640, height: int = 360, fps: float = 15.0,
+    duration_s: float = 8.0, n_people: int = 3, n_objects: int = 2,
+) -> Scene:  # fmt: skip
     """A seeded scene: ``n_people`` random scripts (ids 1..n) and ``n_objects`` objects whose
     kinds cycle through :data:`OBJECT_CLASSES` (ball, box, car, ball, ...)."""
     if width < 16 or height < 16:
@@ -154,11 +148,8 @@ def zone_scenes(fps: float = 15.0, duration_s: float = 6.0) -> list[tuple[Scene,
             fall_in_zone,
             {
                 "zones": [
-                    {
-                        "name": "mat",
-                        "polygon": [[0.31, 0.5], [0.63, 0.5], [0.63, 1.0], [0.31, 1.0]],
-                        "dwell_s": 1.5,
-                    }
+                    {"name": "mat", "polygon": [[0.31, 0.5], [0.63, 0.5], [0.63, 1.0], [0.31, 1.0]],
+                     "dwell_s": 1.5}
                 ],
                 "lines": [{"name": "door", "points": [[0.7, 0.5], [0.7, 1.0]]}],
             },
@@ -166,13 +157,8 @@ def zone_scenes(fps: float = 15.0, duration_s: float = 6.0) -> list[tuple[Scene,
         (
             walk_then_fall,
             {
-                "zones": [
-                    {
-                        "name": "left",
-                        "polygon": [[0, 0.5], [0.35, 0.5], [0.35, 1], [0, 1]],
-                        "dwell_s": 1.0,
-                    }
-                ],
+                "zones": [{"name": "left", "polygon": [[0, 0.5], [0.35, 0.5], [0.35, 1], [0, 1]],
+                           "dwell_s": 1.0}],
                 "lines": [{"name": "mid", "points": [[0.5, 0.5], [0.5, 1.0]]}],
             },
         ),  # fmt: skip
