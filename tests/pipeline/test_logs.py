@@ -21,7 +21,7 @@ from pipeline.logs import (
     redact_text,
     stream_logger,
 )
-from stream.sources import redact_uri
+from stream.redact import redact
 from tests.conftest import write_moving_box_video
 
 SECRET = "hunter2"
@@ -122,9 +122,9 @@ def test_a_secret_in_a_uri_never_reaches_the_output(capture, json_logs: bool):
     ],
 )
 def test_redact_text_hides_what_redact_uri_hides(uri: str):
-    assert redact_text(uri) == redact_uri(uri)
-    assert redact_text(f"open {uri!r} twice: {uri}") == f"open {redact_uri(uri)!r} twice: " + (
-        redact_uri(uri)
+    assert redact_text(uri) == redact(uri)
+    assert redact_text(f"open {uri!r} twice: {uri}") == f"open {redact(uri)!r} twice: " + (
+        redact(uri)
     )
 
 

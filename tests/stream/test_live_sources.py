@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from stream.redact import redact
 from stream.sim.camera import RtspTestServer, free_port, missing_requirements
 from stream.sources import (
     Backoff,
@@ -26,7 +27,6 @@ from stream.sources import (
     SourceStatus,
     open_source,
     probe_source,
-    redact_uri,
 )
 
 _MISSING = missing_requirements()
@@ -198,7 +198,7 @@ def test_wrong_credentials_clear_error_backoff_and_no_secret() -> None:
         assert [i.kind for i in items] == ["offline", "reconnect", "gave_up"]
         assert all(i.reason == "auth" and "wrong-pw" not in i.detail for i in items)
         good = open_source(srv.url_with("alice", "s3cret-pw"), open_timeout_s=5.0)
-        assert good.info.uri == redact_uri(srv.url_with("alice", "s3cret-pw"))
+        assert good.info.uri == redact(srv.url_with("alice", "s3cret-pw"))
         assert "s3cret" not in good.info.uri
         good.close()
 
