@@ -73,6 +73,7 @@ class Engine:
             self.dispatch(todo, hooks)
 
     def dispatch(self, todo: Sequence[ArchiveInput], hooks: RunHooks) -> None:
+        """Hand ``todo`` (not empty) to the workers and report through ``hooks``."""
         raise NotImplementedError
 
     def worker_args(self, threads: int) -> tuple[dict[str, Any], str, str, int]:
