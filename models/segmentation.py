@@ -30,10 +30,13 @@ import torch
 from torch import nn
 
 from models import weights as weights_registry
-from models.backends import BackendOptions, FrameUploader, accelerate, accelerate_backbone
+from models.detection import set_input_size
 from models.ops import match_boxes
-from models.perception import StrideSchedule, group_by_size
+from models.perception.base import StrideSchedule, group_by_size, init_kwargs
 from models.results import Detections, Masks
+from models.runtime.accelerate import accelerate, accelerate_backbone
+from models.runtime.options import BackendOptions
+from models.runtime.upload import FrameUploader
 
 SEMANTIC_MODELS: tuple[str, ...] = (
     "lraspp_mobilenet_v3_large",
@@ -60,7 +63,7 @@ class Segmentation:
 
 
 class Segmenter:
-    """Semantic or instance segmentation with any backend of :mod:`models.backends`.
+    """Semantic or instance segmentation with any backend of :mod:`models.runtime`.
 
     Args:
         model: a ``segmentation`` entry of the weights registry (see module docstring).
@@ -110,8 +113,7 @@ class Segmenter:
         self.mask_threshold = float(mask_threshold)
         self.max_instances = int(max_instances)
         self.schedule = StrideSchedule(stride)
-        opts = backend if isinstance(backend, BackendOptions) else BackendOptions(backend=backend)
-        self.backend = BackendOptions(**{**opts.__dict__, "device": str(self.device)})
+        self.backend = BackendOptions.on_device(backend, self.device)
 
         resolved = weights_registry.resolve(entry, weights)
         net = entry.build(seed=seed)
@@ -132,15 +134,19 @@ class Segmenter:
             net.roi_heads.score_thresh = self.score_threshold
             net.roi_heads.detections_per_img = self.max_instances
             if input_size is not None:
-                ratio = net.transform.max_size / max(net.transform.min_size)
-                net.transform.min_size = (int(input_size),)
-                net.transform.max_size = round(int(input_size) * ratio)
+                set_input_size(net, int(input_size))
             size = int(max(net.transform.min_size))
             accelerate_backbone(
                 net, torch.rand(1, 3, size, size * 4 // 3), name=entry.name, options=self.backend
             )
             self.core = net.eval().to(self.device)
             self.uploader = FrameUploader(str(self.device))
+
+    @classmethod
+    def from_config(cls, section: Any, *, device: str, backend: BackendOptions) -> Segmenter:
+        """From the ``segment`` config section (``pipeline.config.SegmentConfig``), on
+        ``backend``."""
+        return cls(**init_kwargs(cls, section, device=device, backend=backend))
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -251,20 +257,3 @@ def _shorter_side_to(h: int, w: int, size: int) -> tuple[int, int]:
     """``(h', w')`` with the shorter side ``size`` and the aspect ratio kept."""
     scale = size / min(h, w)
     return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def segmenter_from_config(cfg: Any, device: str) -> Segmenter:
-    """Build from a ``segment`` config mapping (see ``pipeline.config.SegmentConfig``)."""
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
-    backend = get("backend")
-    return Segmenter(
-        model=get("model", "lraspp_mobilenet_v3_large"),
-        weights=str(get("weights", "auto")),
-        device=device,
-        input_size=get("input_size"),
-        stride=int(get("stride", 1) or 1),
-        score_threshold=float(get("score_threshold", 0.5)),
-        mask_threshold=float(get("mask_threshold", 0.5)),
-        backend=backend if backend is not None else "eager",
-        seed=int(get("seed", 0) or 0),
-    )
