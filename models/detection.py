@@ -50,6 +50,17 @@ def nms_detections(det: Detections, iou_threshold: float) -> Detections:
     return det[keep.numpy()]
 
 
+def build_weighted(
+    entry: weights_registry.WeightsEntry, weights: str, seed: int
+) -> tuple[nn.Module, weights_registry.ResolvedWeights]:
+    """The registry model ``entry`` built with random init seeded by ``seed`` (no download),
+    then loaded with what ``weights`` resolves to (:func:`models.weights.resolve`)."""
+    resolved = weights_registry.resolve(entry, weights)
+    net = entry.build(seed=seed)
+    weights_registry.load_weights(net, resolved, name=entry.name)
+    return net, resolved
+
+
 def check_detector_args(score_threshold: float, iou_threshold: float, max_detections: int) -> None:
     """Raise ValueError for a score or NMS IoU threshold outside [0, 1] or a cap below 1."""
     if not 0.0 <= score_threshold <= 1.0:
@@ -119,9 +130,7 @@ class Detector:
         self.device = torch.device(device)
         self._class_ids = _class_ids(entry.categories, classes)
 
-        resolved = weights_registry.resolve(entry, weights)
-        net = entry.build(seed=seed)
-        weights_registry.load_weights(net, resolved, name=entry.name)
+        net, resolved = build_weighted(entry, weights, seed)
         if input_size is not None:
             set_input_size(net, int(input_size))
         # Model-internal post-processing does the same thresholds so it does not drop boxes we

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +40,10 @@ from torch import nn
 
 from models import weights as weights_registry
 from models.coco17 import COCO17_KEYPOINTS
-from models.detection import set_input_size
+from models.detection import build_weighted, set_input_size
 from models.gpu_ops import batch_chunks
 from models.ops import IMAGENET_MEAN, IMAGENET_STD
-from models.perception.base import StrideSchedule, group_by_size, init_kwargs
+from models.perception.base import StridedStage, StrideSchedule, init_kwargs
 from models.results import Detections, Poses
 from models.runtime.accelerate import accelerate, accelerate_backbone
 from models.runtime.optional import import_openpifpaf, openpifpaf_status
@@ -83,7 +83,7 @@ def pose_models() -> list[str]:
     return ["openpifpaf", *OPENPIFPAF_CHECKPOINTS, KEYPOINT_RCNN]
 
 
-class PoseEstimator:
+class PoseEstimator(StridedStage[PoseResult]):
     """Human poses with OpenPifPaf or Keypoint R-CNN, on any backend.
 
     Args:
@@ -159,39 +159,25 @@ class PoseEstimator:
         """Names for the ``class_id`` of the person boxes (1 = person)."""
         return PERSON_CLASS_NAMES
 
-    def __call__(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[Poses]:
-        """One :class:`Poses` per frame (see :meth:`estimate`)."""
-        return [r.poses for r in self.estimate(frames, stream_ids)]
+    #: ``estimate(frames, stream_ids=None)``: one :class:`PoseResult` per frame (poses and
+    #: their person boxes, sorted by score, descending); ``stage(frames)`` gives the poses.
+    estimate = StridedStage.run
 
-    def estimate(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[PoseResult]:
-        """Poses and their person boxes for a batch of ``(H, W, 3) uint8 RGB`` frames.
-
-        Args:
-            frames: sizes may differ (frames are grouped by size and batched per group).
-            stream_ids: one key per frame for the stride schedule (None: one stream).
-
-        Returns:
-            One :class:`PoseResult` per frame, poses sorted by score (descending).
-        """
-        return self.schedule.run(frames, stream_ids, self._infer)
+    def output(self, result: PoseResult) -> Poses:
+        return result.poses
 
     def __repr__(self) -> str:
         return (f"PoseEstimator(model={self.model_name!r}, backend={self.backend.backend!r}, "
                 f"stride={self.schedule.stride})")  # fmt: skip
 
-    def _infer(self, frames: Sequence[np.ndarray]) -> list[PoseResult]:
-        out: list[PoseResult | None] = [None] * len(frames)
-        for idx in group_by_size(frames):
-            for i, (kp, score, boxes) in zip(idx, self._impl([frames[i] for i in idx])):
-                keep = score >= self.score_threshold
-                order = np.argsort(-score[keep], kind="stable")[: self.max_poses]
-                box = None if boxes is None else boxes[keep][order]
-                out[i] = _result(kp[keep][order], score[keep][order], box)
-        return out  # type: ignore[return-value]
+    def infer_group(self, frames: Sequence[np.ndarray]) -> list[PoseResult]:
+        out = []
+        for kp, score, boxes in self._impl(frames):
+            keep = score >= self.score_threshold
+            order = np.argsort(-score[keep], kind="stable")[: self.max_poses]
+            box = None if boxes is None else boxes[keep][order]
+            out.append(_result(kp[keep][order], score[keep][order], box))
+        return out
 
 
 # --- implementations ----------------------------------------------------------------------
@@ -216,10 +202,7 @@ class _KeypointRcnn(_PoseImpl):
     def __init__(
         self, model: str, weights: str, input_size: int | None, opts: BackendOptions, seed: int
     ) -> None:
-        entry = weights_registry.get(model)
-        resolved = weights_registry.resolve(entry, weights)
-        net = entry.build(seed=seed)
-        weights_registry.load_weights(net, resolved, name=entry.name)
+        net, resolved = build_weighted(weights_registry.get(model), weights, seed)
         if input_size is not None:
             set_input_size(net, int(input_size))
         net.roi_heads.score_thresh = 0.05  # PoseEstimator applies its own threshold

@@ -21,7 +21,7 @@ between (per ``stream_ids`` key), since scene layout changes slowly compared wit
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from models import weights as weights_registry
-from models.detection import set_input_size
+from models.detection import build_weighted, set_input_size
 from models.ops import match_boxes
-from models.perception.base import StrideSchedule, group_by_size, init_kwargs
+from models.perception.base import StridedStage, StrideSchedule, init_kwargs
 from models.results import Detections, Masks
 from models.runtime.accelerate import accelerate, accelerate_backbone
 from models.runtime.options import BackendOptions
@@ -62,7 +62,7 @@ class Segmentation:
     detections: Detections | None = None
 
 
-class Segmenter:
+class Segmenter(StridedStage[Segmentation]):
     """Semantic or instance segmentation with any backend of :mod:`models.runtime`.
 
     Args:
@@ -115,9 +115,7 @@ class Segmenter:
         self.schedule = StrideSchedule(stride)
         self.backend = BackendOptions.on_device(backend, self.device)
 
-        resolved = weights_registry.resolve(entry, weights)
-        net = entry.build(seed=seed)
-        weights_registry.load_weights(net, resolved, name=entry.name)
+        net, resolved = build_weighted(entry, weights, seed)
         self.description = f"{entry.name} ({self.backend.backend}): {resolved.description}"
         self.weights_source = resolved.source
         if self.kind == "semantic":
@@ -153,25 +151,12 @@ class Segmenter:
         """Names indexed by semantic class values / instance ``class_id``."""
         return self.entry.categories
 
-    def __call__(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[Masks]:
-        """One :class:`Masks` per frame (see :meth:`segment`)."""
-        return [s.masks for s in self.segment(frames, stream_ids)]
+    #: ``segment(frames, stream_ids=None)``: one :class:`Segmentation` per frame, masks at
+    #: that frame's size; ``stage(frames)`` gives the masks.
+    segment = StridedStage.run
 
-    def segment(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[Segmentation]:
-        """Segment a batch of frames.
-
-        Args:
-            frames: ``(H, W, 3) uint8 RGB``; sizes may differ.
-            stream_ids: one key per frame for the stride schedule (None: one stream).
-
-        Returns:
-            One :class:`Segmentation` per frame, masks at that frame's size.
-        """
-        return self.schedule.run(frames, stream_ids, self._infer)
+    def output(self, result: Segmentation) -> Masks:
+        return result.masks
 
     def __repr__(self) -> str:
         return (f"Segmenter(model={self.entry.name!r}, kind={self.kind!r}, "
@@ -179,14 +164,8 @@ class Segmenter:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _infer(self, frames: Sequence[np.ndarray]) -> list[Segmentation]:
-        out: list[Segmentation | None] = [None] * len(frames)
-        for idx in group_by_size(frames):
-            group = [frames[i] for i in idx]
-            results = self._semantic(group) if self.kind == "semantic" else self._instance(group)
-            for i, r in zip(idx, results):
-                out[i] = r
-        return out  # type: ignore[return-value]
+    def infer_group(self, frames: Sequence[np.ndarray]) -> list[Segmentation]:
+        return self._semantic(frames) if self.kind == "semantic" else self._instance(frames)
 
     def _semantic(self, frames: Sequence[np.ndarray]) -> list[Segmentation]:
         h, w = frames[0].shape[:2]

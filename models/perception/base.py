@@ -3,8 +3,9 @@
 A *perceiver* takes a batch of ``(H, W, 3) uint8 RGB`` frames and returns, per frame,
 ``(Detections, Poses, Masks)`` in that frame's pixel coordinates (:class:`Perceiver`).
 The stages share :class:`StrideSchedule` (run every Nth frame of a stream, reuse the result in
-between), :func:`group_by_size` (one batch per frame size), :func:`resolve_device` (``auto``)
-and :func:`init_kwargs` (a stage's keyword arguments from its typed config section).
+between), :class:`StridedStage` (a model run through one, a batch per frame size),
+:func:`group_by_size`, :func:`resolve_device` (``auto``) and :func:`init_kwargs` (a stage's
+keyword arguments from its typed config section).
 
 A leaf: it imports no torch at import time and nothing of the project but the result types, so
 any stage module (and the pipeline) can import it without a cycle.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from models.results import Detections, Masks, Poses
 
 FrameOutputs = tuple[Detections, Poses, Masks]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Perceiver(Protocol):
@@ -83,6 +85,50 @@ class StrideSchedule:
                 self._last[key] = next(fresh)
             out.append(self._last[key])
         return out
+
+
+class StridedStage(Generic[R]):
+    """A frame model run through a :class:`StrideSchedule`, one batch per frame size.
+
+    Subclasses set :attr:`schedule` and give :meth:`infer_group` (the model on same-sized
+    frames: one full result per frame) and :meth:`output` (the part of a result that
+    ``stage(frames)`` gives).
+    """
+
+    schedule: StrideSchedule
+
+    def __call__(
+        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
+    ) -> list[Any]:
+        """One :meth:`output` per frame (see :meth:`run`)."""
+        return [self.output(r) for r in self.run(frames, stream_ids)]
+
+    def run(
+        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
+    ) -> list[R]:
+        """Full results for a batch of ``(H, W, 3) uint8 RGB`` frames.
+
+        Args:
+            frames: sizes may differ (frames are grouped by size and batched per group).
+            stream_ids: one key per frame for the stride schedule (None: one stream).
+        """
+        return self.schedule.run(frames, stream_ids, self.infer_batch)
+
+    def infer_batch(self, frames: Sequence[np.ndarray]) -> list[R]:
+        """The model on every frame given (no schedule), one :meth:`infer_group` per size."""
+        out: list[R | None] = [None] * len(frames)
+        for idx in group_by_size(frames):
+            for i, result in zip(idx, self.infer_group([frames[i] for i in idx])):
+                out[i] = result
+        return out  # type: ignore[return-value]
+
+    def infer_group(self, frames: Sequence[np.ndarray]) -> list[R]:
+        """The model on frames of one size: one result per frame."""
+        raise NotImplementedError
+
+    def output(self, result: R) -> Any:
+        """What ``stage(frames)`` gives for one frame's full result."""
+        raise NotImplementedError
 
 
 def group_by_size(frames: Sequence[np.ndarray]) -> list[list[int]]:
