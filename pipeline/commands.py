@@ -390,7 +390,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"vigil: {args.name} weights verified and cached at {path}")
         return EXIT_OK
 
-    from models.backends import model_backends
+    from models.runtime.options import model_backends
 
     rows = [("name", "task", "backends", "cached", "file")]
     for entry in weights.entries():
