@@ -472,7 +472,7 @@ def _make_forecaster(people_cfg: dict[str, Any]) -> Any:
         return None
     import torch
 
-    from models.action import ActionForecaster
+    from models.people.action import ActionForecaster
 
     torch.set_num_threads(1)  # small LSTM; leave the cores to inference
     return ActionForecaster(
@@ -481,7 +481,7 @@ def _make_forecaster(people_cfg: dict[str, Any]) -> Any:
 
 
 def _make_people(people_cfg: dict[str, Any], result: FrameResult, forecaster: Any) -> Any:
-    from models.people import PeopleAnalytics
+    from models.people.analytics import PeopleAnalytics
 
     names = result.class_names
     person_ids = {i for i, n in enumerate(names) if n == people_cfg["person_class"]}
