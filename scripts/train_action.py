@@ -151,7 +151,7 @@ def perceived_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Windows of the poses the sim pack perceives in rendered scenes, labelled by the script.
 
-    Each scene is rendered and run through :class:`models.simnet.SimPerception` (the offline
+    Each scene is rendered and run through :class:`models.simnet.infer.SimPerception` (the offline
     pack, as ``vigil --model simnet`` runs it); each scripted figure takes the perceived person
     whose box overlaps its true box best (IoU >= 0.5) and feeds that pose to its own
     :class:`models.people.pose_buffer.PoseBuffer`, exactly as the live pipeline does; every
@@ -159,7 +159,7 @@ def perceived_windows(
     now and at each horizon."""
     from models.ops import box_iou
     from models.people.pose_buffer import PoseBuffer
-    from models.simnet import SimPerception
+    from models.simnet.infer import SimPerception
     from stream.synthetic import make_scene, render_frame
 
     index = {a: i for i, a in enumerate(ACTION_VOCAB)}

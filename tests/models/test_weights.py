@@ -104,7 +104,7 @@ def test_get_unknown_name_lists_known_names() -> None:
 
 
 def test_global_registry_holds_the_torchvision_models() -> None:
-    detection = {e.name for e in W.entries("detection")}  # plus simnet once models.simnet loads
+    detection = {e.name for e in W.entries("detection")}  # plus simnet once simnet.infer loads
     assert detection >= {
         "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn",
         "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2",
