@@ -147,9 +147,11 @@ class StreamAnalytics:
 def make_zone_analytics(
     scene: dict[str, list[dict[str, Any]]], stream_id: str, width: int, height: int
 ) -> Any:
-    """A :class:`models.zones.ZoneAnalytics` for the zones, lines and alerts of ``scene`` that
-    apply to ``stream_id`` (``stream`` unset or equal), or None when there are none."""
-    from models.zones import AlertRule, Line, Zone, ZoneAnalytics
+    """A :class:`models.zones.analytics.ZoneAnalytics` for the zones, lines and alerts of
+    ``scene`` that apply to ``stream_id`` (``stream`` unset or equal), or None when there are
+    none."""
+    from models.zones.analytics import ZoneAnalytics
+    from models.zones.rules import AlertRule, Line, Zone
 
     def mine(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [i for i in items if i.get("stream") in (None, stream_id)]
