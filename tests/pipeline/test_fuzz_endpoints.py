@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from stream.synthetic import make_scene, write_sample_video
 from tests.pipeline import hostile_peers as hp
 from tests.pipeline.live_vigil import LiveVigil, log_tail

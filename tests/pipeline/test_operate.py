@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.metrics import METRICS, RunMetrics, StageMetrics
 from stream.synthetic import make_scene, write_sample_video
 from tests.pipeline.live_vigil import LiveVigil, log_tail

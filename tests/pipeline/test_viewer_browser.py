@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from stream.synthetic import make_scene, write_sample_video
 from tests.pipeline.live_vigil import REPO, STARTUP_TIMEOUT_S, LiveVigil, log_tail
 

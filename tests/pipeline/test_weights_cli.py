@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from models import catalog
+from models import download as D
 from models import weights as W
 from pipeline import cli, commands
 from pipeline.config import load_config
@@ -39,7 +40,7 @@ def refused_base(monkeypatch: pytest.MonkeyPatch) -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         base = f"http://127.0.0.1:{s.getsockname()[1]}/mirror"
-    monkeypatch.setenv(W.URL_BASE_ENV, base)
+    monkeypatch.setenv(D.URL_BASE_ENV, base)
     return base
 
 
@@ -58,7 +59,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     )
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    monkeypatch.setenv(W.URL_BASE_ENV, f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv(D.URL_BASE_ENV, f"http://127.0.0.1:{server.server_address[1]}")
     try:
         yield root
     finally:
