@@ -17,7 +17,7 @@ from pathlib import Path
 from models import weights
 
 #: Models that are not plain torchvision detectors: name -> "module:Class".
-CUSTOM_PERCEIVERS: dict[str, str] = {"simnet": "models.simnet:SimPerception"}
+CUSTOM_PERCEIVERS: dict[str, str] = {"simnet": "models.simnet.infer:SimPerception"}
 
 #: ``detect.model: auto`` without CUDA: COCO box mAP 21.3 for about 65 ms of CPU time per
 #: 640x360 frame, a third of ``fasterrcnn_mobilenet_v3_large_320_fpn``'s (mAP 22.8, ~190 ms,

@@ -24,31 +24,30 @@ name (``fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth``). ``WeightsEntry.sha256
 holds either a full 64-hex digest or such a prefix, and verification checks that the file's
 digest *starts with* it, exactly as ``torch.hub.download_url_to_file(hash_prefix=...)`` does.
 Cached files are verified when downloaded, not on every load.
+
+The download itself (resume, retries, lock, checksum) is :mod:`models.download`; the built-in
+torchvision and OpenPifPaf entries, registered when this module is imported, are
+:mod:`models.builtin_weights`. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import hashlib
-import http.client
 import importlib
-import logging
 import os
 import re
-import socket
-import ssl
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from models.ops import IMAGENET_MEAN, IMAGENET_STD
+from models.builtin_weights import BUILTIN_ENTRIES
+from models.download import (
+    DOWNLOAD_ATTEMPTS,
+    DOWNLOAD_TIMEOUT_S,
+    URL_BASE_ENV,
+    DownloadError,
+    download_file,
+)
 
 if TYPE_CHECKING:  # imported where used: reading the registry must not import torch
     import torch
@@ -57,22 +56,6 @@ if TYPE_CHECKING:  # imported where used: reading the registry must not import t
 Task = Literal["detection", "segmentation", "keypoints", "action"]
 TASKS: tuple[str, ...] = ("detection", "segmentation", "keypoints", "action")
 
-#: Seconds a download may wait on any one socket operation (connect, read) before giving up.
-DOWNLOAD_TIMEOUT_S = 30.0
-#: Tries of one download before giving up on a cut transfer; each resumes where the last ended.
-DOWNLOAD_ATTEMPTS = 4
-#: Seconds before the first retry of a cut download; doubled before each next one.
-RETRY_BACKOFF_S = 1.0
-# Largest file a download may write (torchvision's detectors are under 200 MB): a wrong or
-# hostile VIGIL_WEIGHTS_URL_BASE must not fill the disk before the checksum is checked.
-MAX_DOWNLOAD_BYTES = 1 << 30
-#: Seconds to wait for another process that is downloading the same file.
-LOCK_TIMEOUT_S = 1800.0
-#: Environment variable: download from this base URL + "/" + file name instead of each entry's
-#: own URL (a mirror, an internal file server, or a test server on 127.0.0.1).
-URL_BASE_ENV = "VIGIL_WEIGHTS_URL_BASE"
-
-log = logging.getLogger(__name__)
 
 #: Model packs: pack name -> directory holding ``<model_name>.pt`` state_dicts, tried by
 #: ``resolve(name, "auto")`` in insertion order when no pretrained file is cached.
@@ -249,20 +232,15 @@ def fetch(
 ) -> Path:
     """Download an entry's weights into the cache and return the cached path.
 
-    Streams into ``.<file>.part`` beside the target with a tqdm bar (``progress=None``: only
-    when stderr is a terminal), checks the sha256 (prefix), then renames atomically, so the
-    cache never holds a partial or unverified file. A cut transfer (connection reset, short
-    body, timeout, HTTP 5xx) is retried up to ``attempts`` times with exponential backoff
-    (:data:`RETRY_BACKOFF_S`, doubled each time), resuming with an HTTP ``Range`` request when
-    the server supports it (else starting over); the ``.part`` file of a run that gave up is
-    kept, so the next run resumes it. An exclusive lock on ``.<file>.lock`` makes concurrent
-    fetches of one file (archive workers, two shells) take turns. An already cached file is
-    returned as is.
+    :func:`models.download.download_file` does the work: a ``.part`` file, a tqdm bar
+    (``progress=None``: only when stderr is a terminal), retries that resume, a lock, the sha256
+    (prefix) check and an atomic rename, so the cache never holds a partial or unverified file.
+    An already cached file is returned as is.
 
     Raises:
-        WeightsError: one line: no network, a proxy or SSL error, an HTTP error, or retries
-            used up (each names the file, the URL and the exact path to place it at), or a
-            checksum mismatch (names expected vs got; the partial file is deleted).
+        WeightsError: one line: no download URL, no network, a proxy or SSL error, an HTTP
+            error, or retries used up (each names the file, the URL and the exact path to place
+            it at), or a checksum mismatch (names expected vs got; the partial file is deleted).
     """
     entry = _entry(name)
     target = entry.path
@@ -271,41 +249,17 @@ def fetch(
     url = download_url(entry)
     if not url:
         raise WeightsError(f"{entry.name} has no download URL; place {entry.file_name} at {target}")
-    if progress is None:
-        progress = sys.stderr.isatty()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.parent / f".{entry.file_name}.part"
-    with _file_lock(target.parent / f".{entry.file_name}.lock"):
-        if target.is_file():  # another process finished it while we waited
-            return target
-        delay, attempts = RETRY_BACKOFF_S, max(1, attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                _download(entry, url, part, progress=progress, timeout_s=timeout_s)
-                break
-            except _Retryable as exc:
-                if attempt >= attempts:
-                    raise WeightsError(
-                        f"could not download {entry.file_name} from {url}: {exc} "
-                        f"({attempts} attempts); run again to resume, or download it yourself "
-                        f"and place it at {target}"
-                    ) from None
-                log.warning(
-                    "download of %s cut (%s); retry %d/%d in %.1f s, resuming at %d bytes",
-                    entry.file_name, exc, attempt, attempts - 1, delay,
-                    part.stat().st_size if part.exists() else 0,
-                )  # fmt: skip
-                time.sleep(delay)
-                delay *= 2
-        digest = _sha256_file(part)
-        if entry.sha256 and not digest.startswith(entry.sha256):
-            part.unlink(missing_ok=True)
-            raise WeightsError(
-                f"checksum mismatch for {entry.file_name} from {url}: expected sha256 "
-                f"starting with {entry.sha256}, got {digest}; the file was deleted"
-            )
-        os.replace(part, target)
-    return target
+    try:
+        return download_file(
+            url,
+            target,
+            sha256=entry.sha256,
+            progress=progress,
+            timeout_s=timeout_s,
+            attempts=attempts,
+        )
+    except DownloadError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def resolve(name: str | WeightsEntry, spec: str | os.PathLike[str]) -> ResolvedWeights:
@@ -418,186 +372,6 @@ def _import_builder(path: str) -> Callable[..., nn.Module]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-class _Retryable(Exception):
-    """A transfer cut midway, or a transient server error: worth another try (resuming)."""
-
-
-def _download(
-    entry: WeightsEntry, url: str, part: Path, *, progress: bool, timeout_s: float
-) -> None:
-    """Fetch ``url`` into ``part``, resuming from its current size with an HTTP Range request.
-
-    Returns once the whole body is on disk. Raises :class:`_Retryable` for a cut or transient
-    failure, :class:`WeightsError` (one line) for one that another try would not fix.
-    """
-    from tqdm import tqdm  # only needed when downloading
-
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "vigil"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        # A new opener per download: its ProxyHandler reads *_PROXY now, not at first use.
-        response = urllib.request.build_opener().open(request, timeout=timeout_s)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 416 and have:  # the partial file is not a prefix we can extend
-            part.unlink(missing_ok=True)
-            raise _Retryable("server refused the resume range; starting over") from None
-        if exc.code >= 500 or exc.code in (408, 429):
-            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
-        if exc.code == 407:
-            raise WeightsError(_proxy_message(entry, url, f"HTTP 407 {exc.reason}")) from None
-        raise WeightsError(
-            f"could not download {entry.file_name} from {url} (HTTP {exc.code} {exc.reason}); "
-            f"download it yourself and place it at {entry.path}"
-        ) from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise _connect_error(entry, url, exc) from None
-    with response:
-        if have and response.status != 206:  # the server ignored Range: start over
-            have = 0
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length and length.isdigit() else None
-        if expected is not None and have + expected > MAX_DOWNLOAD_BYTES:
-            part.unlink(missing_ok=True)
-            raise WeightsError(_too_large(entry, url, have + expected))
-        got = 0
-        try:
-            with open(part, "ab" if have else "wb") as out, tqdm(
-                total=None if expected is None else have + expected, initial=have, unit="B",
-                unit_scale=True, unit_divisor=1024, desc=entry.file_name, disable=not progress,
-            ) as bar:  # fmt: skip
-                while chunk := response.read(1 << 20):
-                    if have + got + len(chunk) > MAX_DOWNLOAD_BYTES:  # no length said, or a lie
-                        raise _TooLarge
-                    out.write(chunk)
-                    got += len(chunk)
-                    bar.update(len(chunk))
-        except _TooLarge:
-            part.unlink(missing_ok=True)
-            raise WeightsError(_too_large(entry, url, have + got + 1)) from None
-        except (OSError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead
-            raise _Retryable(_reason(exc)) from None
-    if expected is not None and got < expected:
-        raise _Retryable(f"connection closed after {have + got} of {have + expected} bytes")
-
-
-class _TooLarge(Exception):
-    """The body grew past :data:`MAX_DOWNLOAD_BYTES`."""
-
-
-def _too_large(entry: WeightsEntry, url: str, size: int) -> str:
-    return (
-        f"refusing to download {entry.file_name} from {url}: {size:,} bytes or more, over the "
-        f"{MAX_DOWNLOAD_BYTES:,}-byte limit for a weights file (is {URL_BASE_ENV} right?)"
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    text = str(reason).strip() or type(reason).__name__
-    return text.splitlines()[0]
-
-
-def _connect_error(entry: WeightsEntry, url: str, exc: BaseException) -> Exception:
-    """Classify a failure to get a response: no network, SSL, proxy (WeightsError) or a
-    transient failure (:class:`_Retryable`)."""
-    reason = getattr(exc, "reason", None) or exc
-    text = _reason(exc)
-    if isinstance(reason, ssl.SSLError) or isinstance(exc, ssl.SSLError):
-        return WeightsError(
-            f"SSL error downloading {entry.file_name} from {url} ({text}); if a proxy or "
-            f"firewall inspects TLS, point SSL_CERT_FILE at its CA bundle, or download the file "
-            f"yourself and place it at {entry.path}"
-        )
-    if _proxy_for(url):
-        return WeightsError(_proxy_message(entry, url, text))
-    offline = (ConnectionRefusedError, socket.gaierror)
-    unreachable = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL)
-    if isinstance(reason, offline) or getattr(reason, "errno", None) in unreachable:
-        return WeightsError(
-            f"no network: cannot download {entry.file_name} from {url} ({text}); download it "
-            f"on a machine with network access and place it at {entry.path}, or run with "
-            f"--weights none for random weights"
-        )
-    if isinstance(reason, (TimeoutError, ConnectionError, http.client.HTTPException)):
-        return _Retryable(text)
-    return WeightsError(
-        f"could not download {entry.file_name} from {url} ({text}); "
-        f"download it yourself and place it at {entry.path}"
-    )
-
-
-def _proxy_for(url: str) -> str:
-    """The proxy urllib would use for ``url`` ('' for none), from ``*_PROXY``/``NO_PROXY``."""
-    parts = urllib.parse.urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme, "")
-    if proxy and parts.hostname and urllib.request.proxy_bypass(parts.hostname):
-        return ""
-    return proxy
-
-
-def _proxy_message(entry: WeightsEntry, url: str, reason: str) -> str:
-    proxy = _proxy_for(url) or "(the configured proxy)"
-    return (
-        f"proxy error downloading {entry.file_name} from {url} via {_redact(proxy)} ({reason}); "
-        f"check HTTPS_PROXY / HTTP_PROXY / NO_PROXY, or download the file yourself and place "
-        f"it at {entry.path}"
-    )
-
-
-def _redact(url: str) -> str:
-    """``http://user:secret@host:3128`` -> ``http://***@host:3128`` (no credentials in logs)."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
-
-
-def _sha256_file(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created, and removed on release); WeightsError
-    after ``timeout_s`` of waiting. A lock file removed by its previous holder while we waited
-    is detected (inode changed) and the lock taken again on the new file."""
-    import fcntl
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        f = open(path, "a")  # noqa: SIM115 (closed below, on every path)
-        try:
-            while True:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise WeightsError(
-                            f"another process has been downloading into {path.parent} for "
-                            f"over {timeout_s:.0f} s (lock {path}); wait for it, or delete "
-                            "the lock file"
-                        ) from None
-                    time.sleep(0.2)
-            try:
-                same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                try:
-                    yield
-                finally:
-                    path.unlink(missing_ok=True)  # before unlocking: waiters then re-check
-                return
-        finally:
-            f.close()  # releases the lock
-
-
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a state_dict saved with ``torch.save``; tensors only (``weights_only=True``)."""
     import torch
@@ -615,112 +389,5 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-# --- the torchvision models ---------------------------------------------------------------
-
-_TV_LICENSE = (
-    "BSD-3-Clause (torchvision); trained on COCO, whose images carry their own Flickr licences"
-)
-_IMAGENET_NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-_RGB01 = "RGB float in [0, 1], (3, H, W); the model resizes and normalises internally"
-
-
-def _register_torchvision(
-    name: str, task: Task, preprocessing: dict[str, Any], **builder_kwargs: Any
-) -> None:
-    """Register one torchvision model, with URL and categories from its DEFAULT weights enum
-    (copied into :mod:`models.torchvision_meta`, so that this import needs no torch).
-
-    The checksum is the 8-digit sha256 prefix that torchvision puts in the file name, the same
-    one ``torch.hub`` checks.
-    """
-    from models.torchvision_meta import TORCHVISION_MODELS
-
-    meta = TORCHVISION_MODELS[name]
-    url = str(meta["url"])
-    file_name = url.rsplit("/", 1)[-1]
-    match = re.search(r"-([0-9a-f]+)\.", file_name)
-    register(
-        WeightsEntry(
-            name=name,
-            task=task,
-            url=url,
-            sha256=match.group(1) if match else "",
-            file_name=file_name,
-            builder=str(meta["builder"]),
-            categories=tuple(meta["categories"]),  # type: ignore[arg-type]
-            preprocessing={"input": _RGB01, **preprocessing},
-            license=_TV_LICENSE,
-            notes=f"torchvision {meta['weights']}; recipe {meta['recipe']}",
-            builder_kwargs=builder_kwargs,
-        )
-    )
-
-
-_RCNN = {"resize": "shorter side to min_size, longer side capped at max_size", **_IMAGENET_NORM}
-_SEG = {"resize": "shorter side to 520 (as trained)", "resize_size": 520, **_IMAGENET_NORM}
-
-_register_torchvision("fasterrcnn_mobilenet_v3_large_fpn", "detection",
-                      {**_RCNN, "min_size": 800, "max_size": 1333})  # fmt: skip
-_register_torchvision("fasterrcnn_mobilenet_v3_large_320_fpn", "detection",
-                      {**_RCNN, "min_size": 320, "max_size": 640})  # fmt: skip
-_register_torchvision("fasterrcnn_resnet50_fpn_v2", "detection",
-                      {**_RCNN, "min_size": 800, "max_size": 1333})  # fmt: skip
-_register_torchvision("retinanet_resnet50_fpn_v2", "detection",
-                      {**_RCNN, "min_size": 800, "max_size": 1333})  # fmt: skip
-_register_torchvision("ssdlite320_mobilenet_v3_large", "detection",
-                      {"resize": "fixed (320, 320), aspect not kept", "fixed_size": (320, 320),
-                       "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)})  # fmt: skip
-_register_torchvision("keypointrcnn_resnet50_fpn", "keypoints",
-                      {**_RCNN, "min_size": 800, "max_size": 1333})  # fmt: skip
-_register_torchvision("maskrcnn_resnet50_fpn_v2", "segmentation",
-                      {**_RCNN, "min_size": 800, "max_size": 1333})  # fmt: skip
-_register_torchvision("deeplabv3_mobilenet_v3_large", "segmentation", _SEG, aux_loss=True)
-_register_torchvision("lraspp_mobilenet_v3_large", "segmentation", _SEG)
-_register_torchvision("fcn_resnet50", "segmentation", _SEG, aux_loss=True)
-
-
-# --- OpenPifPaf (optional 'pose' extra) ---------------------------------------------------
-
-_OPENPIFPAF_URL = "http://github.com/openpifpaf/torchhub/releases/download/v0.13/"
-_OPENPIFPAF_PRE = {
-    "input": "RGB float in [0, 1], (3, H, W), ImageNet-normalised",
-    "resize": "longer side to long_edge, padded to 16k+1",
-    "long_edge": 641,
-    **_IMAGENET_NORM,
-}
-
-
-def _register_openpifpaf(checkpoint: str, file_name: str) -> None:
-    """Register one OpenPifPaf COCO-17 checkpoint (openpifpaf's ``plugins/coco`` URLs).
-
-    The files pickle the whole network (``{"model": Shell, "epoch": n}``), so
-    :func:`models.pose.PoseEstimator` loads them, not :func:`resolve`. Like torch.hub (which
-    openpifpaf uses with ``check_hash`` for these http URLs), the checksum is the 8-digit
-    sha256 prefix at the end of the file name.
-    """
-    register(
-        WeightsEntry(
-            name=f"openpifpaf_{checkpoint}",
-            task="keypoints",
-            url=_OPENPIFPAF_URL + file_name,
-            sha256=re.search(r"-([0-9a-f]{8})\.pkl$", file_name).group(1),  # type: ignore[union-attr]
-            file_name=file_name,
-            builder="models.pose:build_openpifpaf_net",
-            categories=("__background__", "person"),
-            preprocessing=_OPENPIFPAF_PRE,
-            license="AGPL-3.0 (openpifpaf); trained on COCO keypoints",
-            notes="OpenPifPaf CIF/CAF, COCO-17; needs the 'pose' extra (openpifpaf-vita)",
-            builder_kwargs={"checkpoint": checkpoint},
-        )
-    )
-
-
-_register_openpifpaf(
-    "shufflenetv2k16", "shufflenetv2k16-210820-232500-cocokp-slurm726069-edge513-o10s-7189450a.pkl"
-)
-_register_openpifpaf(
-    "shufflenetv2k30", "shufflenetv2k30-210821-003923-cocokp-slurm726072-edge513-o10s-5fe1c400.pkl"
-)
-_register_openpifpaf(
-    "resnet50", "resnet50-210830-150728-cocokp-slurm728641-edge513-o10s-ecd30da4.pkl"
-)
+for _spec in BUILTIN_ENTRIES:
+    register(WeightsEntry(**_spec))

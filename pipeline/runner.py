@@ -2,7 +2,7 @@
 
 :func:`process_file` is the single-process twin of the process graph
 (:func:`pipeline.supervisor.run_pipeline`) for one file. It is built from the same pieces
-(:func:`stream.sources.open_source`, :func:`models.perception.build_perceiver`,
+(:func:`stream.sources.open_source`, :func:`models.perception.build.build_perceiver`,
 :class:`pipeline.analytics.StreamAnalytics`, :func:`pipeline.annotate.annotate`,
 :class:`stream.sinks.VideoFileSink`, :class:`stream.sinks.EventPublisher`) and sends events in the
 graph's order, so for the same input and config it writes the same ``events.jsonl`` bytes and an
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.perception import perceive
+from models.perception.build import perceive
 from models.results import FrameResult
 from pipeline.analytics import (
     StreamAnalytics,
@@ -73,10 +73,9 @@ class FileResult:
 
 def build_perceiver_from_config(cfg: VigilConfig) -> Any:
     """The perceiver the graph's infer stage would build for ``cfg`` (device ``auto`` resolved)."""
-    from models.perception import build_perceiver_from_config as build
-    from pipeline.workers import resolve_device
+    from models.perception.build import build_perceiver_from_config as build
 
-    return build(cfg.model_dump(), device=resolve_device(cfg.detect.device))
+    return build(cfg)
 
 
 def process_file(

@@ -603,9 +603,9 @@ class _Run:
     # --- HTTP: viewer, metrics, health --------------------------------------------------
 
     def _open_http(self, zctx: zmq.Context) -> Any:
-        from pipeline.access import ExposureError, read_token
+        from pipeline.access import ExposureError, HttpAccess, read_token
         from pipeline.config import parse_http_address
-        from pipeline.http import HttpAccess, HttpService, LiveTap
+        from pipeline.http import HttpService, LiveTap
 
         rt = self.cfg.runtime
         host, port = parse_http_address(rt.http)

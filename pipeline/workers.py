@@ -38,7 +38,8 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     and poses and person masks where the model gives them."""
     import torch
 
-    from models.perception import build_perceiver_from_config, perceive
+    from models.perception.build import build_perceiver_from_config, perceive
+    from pipeline.config import VigilConfig
 
     rt, det_cfg = cfg["runtime"], cfg["detect"]
     if rt["torch_threads"]:
@@ -48,7 +49,7 @@ def infer_body(ctx: StageContext, cfg: dict[str, Any], n_sources: int) -> None:
     # peer for its frames and EOS, or they would die with it after its linger time.
     inp = ctx.pull(ctx.endpoints.infer)
     ctx.maybe_slow_load()
-    perceiver = build_perceiver_from_config(cfg, device=device)
+    perceiver = build_perceiver_from_config(VigilConfig.model_validate(cfg), device=device)
     ctx.report("info", detector=f"{det_cfg['model']} on {device}: {perceiver.description}")
     class_names = list(perceiver.class_names)
     if device.startswith("cuda"):

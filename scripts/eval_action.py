@@ -12,7 +12,7 @@ windows (no change of action before the horizon, or only a forced one: sit_down 
 fall -> lie) and a cue-blind baseline on the whole set (an oracle that knows the current action
 and how long it has lasted, and the synthetic scripts' transition law, but not the anticipation
 cues the figures show before a change; Monte Carlo). Writes a confusion
-matrix PNG per horizon (OpenCV). For the tracker: IDF1 (models.tracking.idf1, IoU 0.5) on
+matrix PNG per horizon (OpenCV). For the tracker: IDF1 (models.people.tracking.idf1, IoU 0.5) on
 rendered synthetic scenes where people walk through each other, with detections made from the
 ground-truth boxes plus noise and occlusion-dependent scores/misses.
 
@@ -31,10 +31,10 @@ import cv2
 import numpy as np
 import torch
 
-from models.action import ACTION_VOCAB, ActionForecaster
-from models.pose_buffer import normalise_window, resample_track
+from models.people.action import ACTION_VOCAB, ActionForecaster
+from models.people.pose_buffer import normalise_window, resample_track
+from models.people.tracking import ByteTracker, idf1
 from models.results import Detections
-from models.tracking import ByteTracker, idf1
 from stream.sim.render import render_frame
 from stream.sim.sample import motion_dataset
 from stream.sim.world import (

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from models.ops import box_iou
-from models.simnet import CLASS_NAMES, PERSON, SimPerception
+from models.simnet.infer import SimPerception
+from models.simnet.net import CLASS_NAMES, PERSON
 from stream.sim.datasets import (
     COCO_CATEGORY_IDS,
     coco_annotations,

@@ -11,8 +11,8 @@ graph (``vigil run``) on them with the ``sim`` pack's own detections and poses, 
 - ``alert`` (name ``fall``) against the scripted falls: an alert on the falling figure from
   2 s before the fall starts to 1 s after it ends matches; the fraction of falls alerted
   before they start, and the median lead time;
-- the per-frame cost of :class:`models.zones.ZoneAnalytics` with 100 tracks, 20 zones and 10
-  lines (microseconds, median);
+- the per-frame cost of :class:`models.zones.analytics.ZoneAnalytics` with 100 tracks, 20 zones
+  and 10 lines (microseconds, median);
 - what clip writing costs the pipeline: frames/s of the same run with and without clips.
 
 Prints a table and one JSON line. ``--quick``: shorter scenes (4 s).
@@ -38,7 +38,9 @@ import numpy as np
 import yaml
 
 from models.ops import box_iou
-from models.zones import Line, Zone, ZoneAnalytics, points_in_polygons
+from models.zones.analytics import ZoneAnalytics
+from models.zones.geometry import points_in_polygons
+from models.zones.rules import Line, Zone
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import zone_scenes
 

@@ -1,4 +1,4 @@
-"""Train the action forecaster (models.action.ActionLSTM) and write weights + metadata.
+"""Train the action forecaster (models.people.action.ActionLSTM) and write weights + metadata.
 
 Examples::
 
@@ -11,13 +11,14 @@ figures, labels for now and each horizon); ``--perceived-scenes N`` adds the pos
 perceives in N rendered scenes (the shipped weights use 60; ~5 min of CPU on a quiet machine),
 and reports the accuracy on held-out perceived scenes as ``heldout_perceived_accuracy``.
 ``--source ntu`` reads NTU RGB+D ``.skeleton`` files
-under ``--data`` whose action has a vigil counterpart (models.ntu.NTU_TO_VIGIL); every horizon's
-label is the clip's action, held-out clips are those of performers ``P % 5 == 0``.
+under ``--data`` whose action has a vigil counterpart (models.people.ntu.NTU_TO_VIGIL); every
+horizon's label is the clip's action, held-out clips are those of performers ``P % 5 == 0``.
 
 Either way the raw keypoints go through the same resampling and normalisation the live pipeline
-uses (models.pose_buffer), so training and inference see identical features. The script writes
-``--out`` (state dict, float32) and ``--out`` with ``.json`` (vocabulary, rate, window, horizons,
-seed, held-out accuracy per horizon, ...) and prints one JSON line with the accuracies last.
+uses (models.people.pose_buffer), so training and inference see identical features. The script
+writes ``--out`` (state dict, float32) and ``--out`` with ``.json`` (vocabulary, rate, window,
+horizons, seed, held-out accuracy per horizon, ...) and prints one JSON line with the accuracies
+last.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.action import (
+from models.people.action import (
     ACTION_VOCAB,
     DEFAULT_WEIGHTS,
     ActionLSTM,
@@ -40,7 +41,7 @@ from models.action import (
     save_checkpoint,
     window_features,
 )
-from models.pose_buffer import normalise_window, resample_track
+from models.people.pose_buffer import normalise_window, resample_track
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -124,7 +125,7 @@ def synthetic_data(
     from stream.sim.world import ACTIONS
 
     if tuple(ACTIONS) != ACTION_VOCAB:
-        raise SystemExit(f"stream.synthetic.ACTIONS {ACTIONS} != models.action vocabulary")
+        raise SystemExit(f"stream.synthetic.ACTIONS {ACTIONS} != models.people.action vocabulary")
     future = [h for h in horizons if h > 0]
 
     def draw(seed: int, n: int, augment: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -151,15 +152,15 @@ def perceived_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Windows of the poses the sim pack perceives in rendered scenes, labelled by the script.
 
-    Each scene is rendered and run through :class:`models.simnet.SimPerception` (the offline
+    Each scene is rendered and run through :class:`models.simnet.infer.SimPerception` (the offline
     pack, as ``vigil --model simnet`` runs it); each scripted figure takes the perceived person
     whose box overlaps its true box best (IoU >= 0.5) and feeds that pose to its own
-    :class:`models.pose_buffer.PoseBuffer`, exactly as the live pipeline does; every
+    :class:`models.people.pose_buffer.PoseBuffer`, exactly as the live pipeline does; every
     ``1 / rate_hz`` s a full window becomes a sample, labelled with the figure's scripted action
     now and at each horizon."""
     from models.ops import box_iou
-    from models.pose_buffer import PoseBuffer
-    from models.simnet import SimPerception
+    from models.people.pose_buffer import PoseBuffer
+    from models.simnet.infer import SimPerception
     from stream.sim.render import render_frame
     from stream.sim.scenes import make_scene
 
@@ -209,7 +210,7 @@ def perceived_windows(
 def ntu_data(
     args: argparse.Namespace, horizons: list[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from models.ntu import NTU_FPS, read_skeleton
+    from models.people.ntu import NTU_FPS, read_skeleton
 
     steps = round(args.window_s * args.rate_hz)
     sets: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}

@@ -36,17 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.simnet import (
-    CLASS_NAMES,
-    DEFAULT_INPUT_SIZE,
-    DEFAULT_WEIGHTS,
-    ENTRY,
-    MASK_STRIDE,
-    encode_targets,
-    file_sha256,
-    flip_targets_input,
-    simnet_loss,
-)
+from models.simnet.infer import DEFAULT_WEIGHTS, ENTRY, file_sha256
+from models.simnet.net import CLASS_NAMES, DEFAULT_INPUT_SIZE, MASK_STRIDE
+from models.simnet.train import encode_targets, flip_targets_input, simnet_loss
 from stream.sim.datasets import generate, to_canvas
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@
   wherever it stands.
 
 Sources and the supervisor call it for URIs (events, ``/api/status``, ``vigil streams list``),
-and ``pipeline.logs.redact_text`` (every log line) is this function. Standard library only: it is
+and ``pipeline.logs.RedactFilter`` (every log line) uses it. Standard library only: it is
 imported before anything heavy.
 """
 

@@ -257,7 +257,7 @@ def to_canvas(
     """Rescale ``frame`` by ``zoom * min(cw / W, ch / H)`` and place it at ``shift`` on a black
     ``canvas_wh = (cw, ch)`` canvas, cropping what falls outside.
 
-    At ``zoom=1, shift=(0, 0)`` this is the letterbox :func:`models.simnet.letterbox` applies
+    At ``zoom=1, shift=(0, 0)`` this is the letterbox :func:`models.ops.letterbox` applies
     (INTER_AREA when shrinking, pad right / bottom). Boxes are recomputed as the extent of the
     item's visible-or-covered pixels inside the canvas: the full box scaled and clipped, so a
     cropped figure keeps a tight box only approximately (within a pixel or two). Keypoints are

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.action import (
+from models.people.action import (
     ACTION_VOCAB,
     DEFAULT_WEIGHTS,
     ActionForecaster,
@@ -86,7 +86,7 @@ def test_shipped_weights_forecast_held_out_synthetic() -> None:
     segment (stream.synthetic's anticipation cues: slowing down, bending the knees, staggering,
     raising a hand, ...), as real people do."""
     sample = pytest.importorskip("stream.sim.sample")
-    from models.pose_buffer import normalise_window, resample_track
+    from models.people.pose_buffer import normalise_window, resample_track
 
     fc = ActionForecaster(weights="auto", horizons_s=(0.0, 0.5, 1.0))
     rng = np.random.default_rng(424242)

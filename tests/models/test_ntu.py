@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.ntu import (
+from models.people.ntu import (
     FACE_CONFIDENCE,
     NTU_TO_VIGIL,
     NtuFormatError,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.action import DEFAULT_WEIGHTS, ActionForecaster
-from models.people import PeopleAnalytics, match_poses_to_boxes
+from models.people.action import DEFAULT_WEIGHTS, ActionForecaster
+from models.people.analytics import PeopleAnalytics, match_poses_to_boxes
 from models.results import Detections, FrameResult, Poses
 
 render = pytest.importorskip("stream.sim.render")

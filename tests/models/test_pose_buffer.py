@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.pose_buffer import PoseBuffer, PoseBuffers, resample_track
+from models.people.pose_buffer import PoseBuffer, PoseBuffers, resample_track
 
 TORSO_PX = 50.0
 
@@ -95,7 +95,7 @@ def test_never_seen_keypoint_at_origin_and_no_torso_fallback() -> None:
 def test_missing_shoulders_and_hips_are_handled_without_warnings() -> None:
     import warnings
 
-    from models.pose_buffer import normalise_window
+    from models.people.pose_buffer import normalise_window
 
     raw = np.full((4, 17, 3), np.nan)
     raw[..., 2] = 0.0

@@ -11,20 +11,16 @@ from models import weights as weights_registry
 from models.coco17 import FLIP_INDEX
 from models.ops import letterbox
 from models.results import Detections, Masks, Poses
-from models.simnet import (
-    CLASS_NAMES,
+from models.simnet.infer import (
     DEFAULT_WEIGHTS,
-    MAX_OBJECTS,
     SHIPPED_SHA256,
-    STRIDE,
     SimPerception,
     decode,
-    encode_targets,
     file_sha256,
-    flip_targets_input,
     load_metadata,
-    simnet_loss,
 )
+from models.simnet.net import CLASS_NAMES, STRIDE
+from models.simnet.train import MAX_OBJECTS, encode_targets, flip_targets_input, simnet_loss
 from models.weights import WeightsError
 from stream.sim.datasets import HELDOUT_SEED_BASE, render_annotated, to_canvas
 from stream.sim.scenes import make_scene

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.ops import box_iou
+from models.people.tracking import ByteTracker, idf1
 from models.results import Detections
-from models.tracking import ByteTracker, idf1
 
 
 def _dets(boxes: list[list[float]], scores: list[float]) -> Detections:
@@ -195,7 +195,7 @@ def test_empty_frames_and_validation() -> None:
 def test_tracker_idf1_on_rendered_synthetic_crossings() -> None:
     """Rendered synthetic scenes where two pairs of people walk through each other (GT boxes
     from the renderer, detector simulated by jitter, occlusion-dependent scores and misses):
-    IDF1 (models.tracking.idf1, IoU 0.5) over six scenes pooled >= 0.9 (measured 0.93;
+    IDF1 (models.people.tracking.idf1, IoU 0.5) over six scenes pooled >= 0.9 (measured 0.93;
     scripts/eval_action.py reports it on 12 other scenes). Single scenes can drop to ~0.75 when
     one identity swap happens in a crossing, so the pooled score is what is asserted."""
     world = pytest.importorskip("stream.sim.world")

@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from models import download as D
 from models import weights as W
 from models.weights import ResolvedWeights, WeightsEntry, WeightsError, WeightsRegistry
 
@@ -34,8 +35,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """No backoff sleeps in tests (the retry logic is what is tested, not the wall clock)."""
-    monkeypatch.setattr(W, "RETRY_BACKOFF_S", 0.0)
-    monkeypatch.delenv(W.URL_BASE_ENV, raising=False)
+    monkeypatch.setattr(D, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.delenv(D.URL_BASE_ENV, raising=False)
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
                 "ALL_PROXY", "no_proxy", "NO_PROXY"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
@@ -104,7 +105,7 @@ def test_get_unknown_name_lists_known_names() -> None:
 
 
 def test_global_registry_holds_the_torchvision_models() -> None:
-    detection = {e.name for e in W.entries("detection")}  # plus simnet once models.simnet loads
+    detection = {e.name for e in W.entries("detection")}  # plus simnet once simnet.infer loads
     assert detection >= {
         "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn",
         "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2",
@@ -460,7 +461,7 @@ def test_url_base_override_replaces_the_host_for_every_entry(
     (root / "tiny.pth").write_bytes(PAYLOAD)
     entry = make_entry(url="https://download.example.invalid/models/tiny.pth")
     assert W.download_url(entry) == entry.url
-    monkeypatch.setenv(W.URL_BASE_ENV, base + "/")
+    monkeypatch.setenv(D.URL_BASE_ENV, base + "/")
     assert W.download_url(entry) == f"{base}/tiny.pth"
     assert W.fetch(entry, progress=False).read_bytes() == PAYLOAD
     real = W.get("fasterrcnn_mobilenet_v3_large_320_fpn")
@@ -470,7 +471,7 @@ def test_url_base_override_replaces_the_host_for_every_entry(
 def test_refused_connection_is_no_network_and_not_retried(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(W, "RETRY_BACKOFF_S", 3600.0)  # a retry would hang the test
+    monkeypatch.setattr(D, "RETRY_BACKOFF_S", 3600.0)  # a retry would hang the test
     url = closed_port_url("tiny.pth")
     with pytest.raises(WeightsError, match=r"^no network: cannot download tiny\.pth"):
         W.fetch(make_entry(url=url), progress=False)
@@ -505,7 +506,7 @@ def test_a_download_larger_than_any_weights_file_is_refused(
 ) -> None:
     """Fault: the body was written to disk until the server stopped, so a wrong or hostile
     VIGIL_WEIGHTS_URL_BASE could fill the disk before the checksum was checked."""
-    monkeypatch.setattr(W, "MAX_DOWNLOAD_BYTES", len(PAYLOAD) - 1)
+    monkeypatch.setattr(D, "MAX_DOWNLOAD_BYTES", len(PAYLOAD) - 1)
     server = flaky(PAYLOAD, cuts=0, ranges=True)
     entry = make_entry(url=f"{server.base}/tiny.pth")
     with pytest.raises(WeightsError, match="over the .*-byte limit"):

@@ -1,4 +1,4 @@
-"""Zones, lines, dwell, counts and alert rules (models/zones.py): pure logic, no video."""
+"""Zones, lines, dwell, counts and alert rules (models/zones/): pure logic, no video."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from models.results import ActionForecast
-from models.zones import AlertRule, Line, Zone, ZoneAnalytics, anchors, points_in_polygons
+from models.zones.analytics import ZoneAnalytics
+from models.zones.geometry import anchors, points_in_polygons
+from models.zones.rules import AlertRule, Line, Zone
 
 W, H = 100, 100
 LEFT_HALF = Zone("left", ((0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0)), inertia_frames=3)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
 from tests.pipeline import hostile_peers as hp

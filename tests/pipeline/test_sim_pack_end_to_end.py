@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from models.ops import box_iou
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import fall_and_walk_scene, make_scene
 

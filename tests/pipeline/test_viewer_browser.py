@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
 from tests.pipeline.live_vigil import REPO, STARTUP_TIMEOUT_S, LiveVigil, log_tail

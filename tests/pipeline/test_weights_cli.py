@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from models import catalog
+from models import download as D
 from models import weights as W
-from pipeline import cli
+from pipeline import cli, commands
 from pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +40,7 @@ def refused_base(monkeypatch: pytest.MonkeyPatch) -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         base = f"http://127.0.0.1:{s.getsockname()[1]}/mirror"
-    monkeypatch.setenv(W.URL_BASE_ENV, base)
+    monkeypatch.setenv(D.URL_BASE_ENV, base)
     return base
 
 
@@ -58,7 +59,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     )
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    monkeypatch.setenv(W.URL_BASE_ENV, f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv(D.URL_BASE_ENV, f"http://127.0.0.1:{server.server_address[1]}")
     try:
         yield root
     finally:
@@ -124,15 +125,15 @@ def test_weights_none_never_downloads_and_the_pick_is_said(
 
     monkeypatch.setattr(W, "fetch", no_fetch)
     cfg = _cfg(weights="none")  # model: auto
-    cli.prepare_models(cfg)
+    commands.prepare_models(cfg)
     model, why = catalog.default_detector("auto")
     assert cfg.detect.model == model  # the stages get the concrete name
     assert capsys.readouterr().err.splitlines() == [f"vigil: detector {model}: {why}"]
     cfg = _cfg(model="fasterrcnn_mobilenet_v3_large_320_fpn", weights="none")
-    cli.prepare_models(cfg)
+    commands.prepare_models(cfg)
     assert capsys.readouterr().err == ""  # an explicit model: nothing to explain
     cfg = _cfg(model="simnet")  # the sim pack ships in the repo: auto finds it offline
-    cli.prepare_models(cfg)
+    commands.prepare_models(cfg)
 
 
 def test_first_use_downloads_verifies_and_caches_before_the_stages(
@@ -150,23 +151,23 @@ def test_first_use_downloads_verifies_and_caches_before_the_stages(
         )
     )  # fmt: skip
     monkeypatch.setattr(W, "REGISTRY", registry)
-    cli.prepare_models(_cfg(model="tiny"))
+    commands.prepare_models(_cfg(model="tiny"))
     assert (empty_cache / "weights" / "tiny-0123.pth").read_bytes() == payload
     assert "(first use)" in capsys.readouterr().err
-    cli.prepare_models(_cfg(model="tiny"))  # cached: no second download, no message
+    commands.prepare_models(_cfg(model="tiny"))  # cached: no second download, no message
     assert "(first use)" not in capsys.readouterr().err
 
     (served / "tiny-0123.pth").write_bytes(b"tampered")
     (empty_cache / "weights" / "tiny-0123.pth").unlink()
-    with pytest.raises(cli.UserError, match="checksum mismatch for tiny-0123.pth"):
-        cli.prepare_models(_cfg(model="tiny"))
+    with pytest.raises(commands.UserError, match="checksum mismatch for tiny-0123.pth"):
+        commands.prepare_models(_cfg(model="tiny"))
     (served / "tiny-0123.pth").unlink()
-    with pytest.raises(cli.UserError, match=r"tiny-0123\.pth .*HTTP 404"):
-        cli.prepare_models(_cfg(model="tiny", weights="pretrained"))
+    with pytest.raises(commands.UserError, match=r"tiny-0123\.pth .*HTTP 404"):
+        commands.prepare_models(_cfg(model="tiny", weights="pretrained"))
 
 
 def test_demo_keeps_the_sim_pack_offline(refused_base: str) -> None:
-    assert cli.demo_model(cli.DEMO_CONFIG) == "simnet"
+    assert commands.demo_model(commands.DEMO_CONFIG) == "simnet"
 
 
 def test_configs_ask_for_what_they_need() -> None:

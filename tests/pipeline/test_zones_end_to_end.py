@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 
-from models.simnet import DEFAULT_WEIGHTS
+from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.config import load_config
 from pipeline.runner import process_file
 from stream.sim.sample import write_sample_video

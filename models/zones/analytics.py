@@ -22,6 +22,8 @@ Conventions:
 
 Only tracked boxes (track id >= 0) enter, exit, dwell, cross and alert; ``zone.count`` counts
 every box of the zone's classes whose anchor is inside, debounced by ``inertia_frames``.
+
+The rule types are in :mod:`models.zones.rules`, the geometry in :mod:`models.zones.geometry`.
 """
 
 from __future__ import annotations
@@ -31,104 +33,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "AlertRule",
-    "Line",
-    "Zone",
-    "ZoneAnalytics",
-    "anchors",
-    "points_in_polygons",
-]
+from models.zones.geometry import PolygonSet, anchors, meets_segment
+from models.zones.rules import AlertRule, Line, Zone
+
+__all__ = ["ZoneAnalytics"]
 
 Event = tuple[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Zone:
-    """A polygon zone. ``polygon``: ``(k, 2)`` vertices, x then y, relative (0..1) unless
-    ``pixels``; ``classes``: labels that count (None: all); ``dwell_s``: emit ``zone.dwell``
-    once per stay that lasts this long (None: never)."""
-
-    name: str
-    polygon: tuple[tuple[float, float], ...]
-    classes: tuple[str, ...] | None = None
-    inertia_frames: int = 3
-    dwell_s: float | None = None
-    pixels: bool = False
-
-
-@dataclass(frozen=True)
-class Line:
-    """A counting line: the segment ``points[0] -> points[1]`` (relative unless ``pixels``)."""
-
-    name: str
-    points: tuple[tuple[float, float], tuple[float, float]]
-    classes: tuple[str, ...] | None = None
-    inertia_frames: int = 2
-    pixels: bool = False
-
-
-@dataclass(frozen=True)
-class AlertRule:
-    """An alert: fires when a track's forecast of ``action`` at ``horizon_s`` (None: any
-    horizon) has ``p >= p_min``, or when a track has stayed ``dwell_s`` in a zone; with
-    ``zone`` set, only while the track is in that zone. At most once per ``cooldown_s`` of
-    stream time per (rule, track); a dwell rule fires once per stay. A forecast rule needs
-    ``persist_frames`` consecutive qualifying forecasts of the track (one confident frame is
-    often a glitch of the forecaster)."""
-
-    name: str
-    severity: str = "medium"
-    cooldown_s: float = 30.0
-    action: str | None = None
-    horizon_s: float | None = None
-    p_min: float = 0.5
-    zone: str | None = None
-    dwell_s: float | None = None
-    persist_frames: int = 2
-
-    def __post_init__(self) -> None:
-        if (self.action is None) == (self.dwell_s is None):
-            raise ValueError(f"alert {self.name!r}: give exactly one of action or dwell_s")
-
-
-def anchors(xyxy: np.ndarray) -> np.ndarray:
-    """Bottom centres ``(n, 2)`` float64 of boxes ``xyxy (n, 4)`` (pixels)."""
-    xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2.0, xyxy[:, 3]], axis=1)
-
-
-def points_in_polygons(points: np.ndarray, polygons: list[np.ndarray]) -> np.ndarray:
-    """Even-odd rule: ``(n, z)`` bool, True where point ``i`` is inside polygon ``j``.
-
-    ``points``: ``(n, 2)``; ``polygons``: ``z`` arrays ``(k_j, 2)``, same units. All polygons
-    are tested at once (one ray cast over every edge), so 100 points x 20 zones is a few
-    array operations.
-    """
-    return _PolygonSet(polygons).contains(points)
-
-
-class _PolygonSet:
-    """The edges of several polygons, laid out once for :meth:`contains`."""
-
-    def __init__(self, polygons: list[np.ndarray]) -> None:
-        self.n = len(polygons)
-        if not polygons:
-            return
-        a = np.concatenate([np.asarray(p, np.float64) for p in polygons])
-        b = np.concatenate([np.roll(np.asarray(p, np.float64), -1, axis=0) for p in polygons])
-        self.ax, self.ay, self.bx, self.by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
-        self.slope = (self.bx - self.ax) / np.where(self.by == self.ay, 1.0, self.by - self.ay)
-        self.starts = np.cumsum([0] + [len(p) for p in polygons[:-1]])
-
-    def contains(self, points: np.ndarray) -> np.ndarray:
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        if self.n == 0 or len(points) == 0:
-            return np.zeros((len(points), self.n), bool)
-        px, py = points[:, :1], points[:, 1:]
-        straddles = (self.ay > py) != (self.by > py)  # (n, E); horizontal edges never do
-        crossings = straddles & (px < self.ax + (py - self.ay) * self.slope)
-        return (np.add.reduceat(crossings.astype(np.int32), self.starts, axis=1) % 2).astype(bool)
 
 
 @dataclass
@@ -167,7 +77,7 @@ class ZoneAnalytics:
     ) -> None:
         self.zones, self.lines, self.rules = list(zones), list(lines), list(rules)
         scale = np.array([width, height], np.float64)
-        self._polys = _PolygonSet(
+        self._polys = PolygonSet(
             [np.asarray(z.polygon, np.float64) * (1.0 if z.pixels else scale) for z in self.zones]
         )
         segs = [
@@ -439,7 +349,7 @@ class ZoneAnalytics:
             p1, p2 = self._segs[li]
             # Counted only if the path from the last anchor on the old side meets the segment
             # itself (not its extension beyond the end points).
-            if not _meets_segment(before[k, li], feet[k], p1, p2):
+            if not meets_segment(before[k, li], feet[k], p1, p2):
                 continue
             tid, track = tracks[k]
             direction = "in" if side[k, li] < 0 else "out"
@@ -547,15 +457,3 @@ def _counts(classes: tuple[str, ...] | None, label: str) -> bool:
 
 def _dwell(pts: float, stay: _Stay) -> float:
     return round(max(pts - stay.start_pts, 0.0), 6)
-
-
-def _meets_segment(a: np.ndarray, b: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> bool:
-    """Whether the path ``a -> b`` meets the segment ``p1 -> p2`` (end points included)."""
-    d, e = b - a, p2 - p1
-    denom = d[0] * e[1] - d[1] * e[0]
-    if denom == 0:
-        return False  # parallel: a path along the line never crosses it
-    w = p1 - a
-    t = (w[0] * e[1] - w[1] * e[0]) / denom  # along the path
-    u = (w[0] * d[1] - w[1] * d[0]) / denom  # along the segment
-    return -1e-9 <= t <= 1 + 1e-9 and -1e-9 <= u <= 1 + 1e-9

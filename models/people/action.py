@@ -1,7 +1,7 @@
 """Action forecasting: an LSTM over normalised pose windows that predicts the next action.
 
-Input: windows from :class:`models.pose_buffer.PoseBuffer`, ``(T, 17, 3)`` = x, y in torso lengths
-relative to the last mid-hip (y down) and a visible/filled flag, sampled at ``rate_hz``.
+Input: windows from :class:`models.people.pose_buffer.PoseBuffer`, ``(T, 17, 3)`` = x, y in torso
+lengths relative to the last mid-hip (y down) and a visible/filled flag, sampled at ``rate_hz``.
 :func:`window_features` adds per-step velocities (torso lengths per second) so the network sees
 motion directly. :class:`ActionLSTM` runs a one-layer LSTM over the steps and one linear head per
 horizon on the last state; each head is a softmax over the action vocabulary.
@@ -48,8 +48,7 @@ ACTION_VOCAB: tuple[str, ...] = (
     "lie",
 )
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "action_lstm.pt"
-
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "action_lstm.pt"
 
 
 def window_features(windows: np.ndarray | torch.Tensor, rate_hz: float) -> torch.Tensor:

@@ -2,12 +2,12 @@
 
 :class:`PeopleAnalytics` is what the pipeline's analytics stage calls once per frame. It
 
-1. tracks the person detections with a :class:`models.tracking.ByteTracker` (fills
+1. tracks the person detections with a :class:`models.people.tracking.ByteTracker` (fills
    ``result.detections.track_id``; -1 for other classes and unconfirmed people);
 2. gives each pose the track of the person box it belongs to (fills ``result.poses.track_id``);
-3. feeds each tracked pose into that track's :class:`models.pose_buffer.PoseBuffer` at
+3. feeds each tracked pose into that track's :class:`models.people.pose_buffer.PoseBuffer` at
    ``result.pts`` seconds;
-4. runs the :class:`models.action.ActionForecaster` on every track seen in this frame whose
+4. runs the :class:`models.people.action.ActionForecaster` on every track seen in this frame whose
    buffer covers a full window (fills ``result.forecasts``);
 5. returns the events of the frame as ``(type, fields)`` pairs, in this order: ``track.end``,
    ``track.start``, ``action.forecast`` (tracks in increasing id, horizons in forecaster order).
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from models.action import ActionForecaster
 from models.ops import box_iou, match_max
-from models.pose_buffer import PoseBuffers
+from models.people.action import ActionForecaster
+from models.people.pose_buffer import PoseBuffers
+from models.people.tracking import ByteTracker
 from models.results import FrameResult
-from models.tracking import ByteTracker
 
 __all__ = ["PeopleAnalytics", "match_poses_to_boxes"]
 
