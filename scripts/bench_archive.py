@@ -2,7 +2,7 @@
 """Benchmark batch archives: files/s and frames/s for 1 and N local workers and Ray actors.
 
 One invocation makes a synthetic archive (seeded scenes with walking people, via
-``stream.synthetic``), then processes the same archive with each engine into its own output
+``stream.sim``), then processes the same archive with each engine into its own output
 folder, wall-clock timed from the call to the end (worker start-up and model loading
 included, as a user pays them):
 

@@ -102,7 +102,7 @@ def oracle_accuracy(
 ) -> dict[str, float]:
     """Accuracy of the best possible guess given the current segment (action, age) and the
     scripts' transition law (Monte Carlo over futures). It ignores the anticipation cues the
-    poses show before a change (stream.synthetic), so a pose model can beat it: the ceiling for
+    poses show before a change (stream.sim.motion), so a pose model can beat it: the ceiling for
     a forecaster blind to those cues."""
     rng = np.random.default_rng(seed + 1)
     span = (round(window_s * rate_hz) - 1) / rate_hz

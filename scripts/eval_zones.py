@@ -1,6 +1,6 @@
 """Score zones, lines, dwell and fall alerts against the synthetic world's ground truth.
 
-Renders the held-out scenes of :func:`stream.synthetic.zone_scenes` (three streams, scripted
+Renders the held-out scenes of :func:`stream.sim.scenes.zone_scenes` (three streams, scripted
 figures walking into and out of zones, across lines both ways, and falling), runs the whole
 graph (``vigil run``) on them with the ``sim`` pack's own detections and poses, and scores:
 

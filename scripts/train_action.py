@@ -6,7 +6,7 @@ Examples::
         --perceived-scenes 60 --threads 2
     .venv/bin/python scripts/train_action.py --source ntu --data ~/nturgbd_skeletons --epochs 40
 
-``--source synthetic`` draws pose sequences from ``stream.synthetic.motion_dataset`` (scripted
+``--source synthetic`` draws pose sequences from ``stream.sim.sample.motion_dataset`` (scripted
 figures, labels for now and each horizon); ``--perceived-scenes N`` adds the poses the sim pack
 perceives in N rendered scenes (the shipped weights use 60; ~5 min of CPU on a quiet machine),
 and reports the accuracy on held-out perceived scenes as ``heldout_perceived_accuracy``.
@@ -125,7 +125,7 @@ def synthetic_data(
     from stream.sim.world import ACTIONS
 
     if tuple(ACTIONS) != ACTION_VOCAB:
-        raise SystemExit(f"stream.synthetic.ACTIONS {ACTIONS} != models.people.action vocabulary")
+        raise SystemExit(f"stream.sim.world.ACTIONS {ACTIONS} != models.people.action vocabulary")
     future = [h for h in horizons if h > 0]
 
     def draw(seed: int, n: int, augment: bool) -> tuple[np.ndarray, np.ndarray]:

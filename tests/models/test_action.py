@@ -83,7 +83,7 @@ def test_shipped_weights_forecast_held_out_synthetic() -> None:
     live PoseBuffer path: the issue's >= 0.9 at the 0.5 s horizon, and the current action.
 
     Reachable because the synthetic figures announce their next action in the last ~0.75 s of a
-    segment (stream.synthetic's anticipation cues: slowing down, bending the knees, staggering,
+    segment (stream.sim.motion's anticipation cues: slowing down, bending the knees, staggering,
     raising a hand, ...), as real people do."""
     sample = pytest.importorskip("stream.sim.sample")
     from models.people.pose_buffer import normalise_window, resample_track

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack 
 
 HELD_OUT_SEED = 11  # scripts/train_sim.py and train_action.py use other seeds
 SCENES = {
-    "demo": lambda: make_scene(seed=0),  # the demo video (stream.synthetic.demo_sample)
+    "demo": lambda: make_scene(seed=0),  # the demo video (stream.sim.sample.demo_sample)
     "held_out_crossing": lambda: make_scene(seed=HELD_OUT_SEED, duration_s=6.0, n_people=3),
     "fall_and_walk": fall_and_walk_scene,
 }
