@@ -20,7 +20,7 @@ from stream import events as ev
 
 def online_event(stream_id: str, uri: str, info: Any, first: Any) -> dict[str, Any]:
     """``stream.online`` for a source with ``info`` (StreamInfo) and its first SourceFrame."""
-    from stream.sources import redact_uri
+    from stream.redact import redact
 
     return ev.make_event(
         "stream.online",
@@ -28,7 +28,7 @@ def online_event(stream_id: str, uri: str, info: Any, first: Any) -> dict[str, A
         frame=first.frame_idx,
         pts=first.pts,
         ts=first.capture_ts,
-        source=redact_uri(uri),
+        source=redact(uri),
         width=info.width,
         height=info.height,
         fps=round(info.fps, 3),

@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from models.weights import cache_dir
-    from stream.synthetic import demo_sample
+    from stream.sim.sample import demo_sample
 
     video, gt = demo_sample(cache_dir() / "sample")
     say(f"synthetic sample video {video} (ground truth {gt})", prefix="vigil demo")

@@ -21,7 +21,7 @@ Every line is redacted before it is written (:class:`RedactFilter`): the userinf
 in the message, its arguments or its traceback (``rtsp://user:pw@host/x``) becomes ``***``
 (``rtsp://***@host/x``), and so do credential-like query parameters (``?password=***``) and
 credential headers (``Authorization: ***``): the one implementation :mod:`stream.redact`, which
-:func:`stream.sources.redact_uri` uses for events too.
+events use too.
 
 Lines about one stream name it: log them through :func:`stream_logger`, which prefixes the
 message with ``stream ID:`` and sets the record's ``stream`` (the JSON field). In a source

@@ -251,13 +251,14 @@ class SourceSender:
     # --- sender (main thread) -------------------------------------------------------------
 
     def run(self) -> None:
-        from stream.sources import LoopingSource, SourceError, open_source, redact_uri
+        from stream.redact import redact
+        from stream.sources import LoopingSource, SourceError, open_source
 
         ctx = self.ctx
         if self.camera and self.src.get("loop"):
             self.log.warning(
                 "loop ignored: %s is a camera (it is reconnected when it drops, never ends)",
-                redact_uri(self.src["uri"]),
+                redact(self.src["uri"]),
             )
         if not self.camera:  # a bad file is the user's error: raise it before anything else
             kwargs = {
@@ -471,13 +472,13 @@ class SourceSender:
             self.end = (status.reason, status.detail)
 
     def _log_online(self, status: Any) -> None:
-        from stream.sources import redact_uri
+        from stream.redact import redact
 
         info = status.info
         how = f"attempt {status.attempt}" if self.camera else ("looping" if self.loop else "file")
         self.log.info(
             "online: %s (%dx%d, %.2f frames/s, decoder %s, %s)",
-            redact_uri(self.src["uri"]),
+            redact(self.src["uri"]),
             info.width,
             info.height,
             info.fps,

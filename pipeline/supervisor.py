@@ -196,7 +196,7 @@ class _Run:
     def handle(self, req: dict[str, Any]) -> dict[str, Any] | Any:
         """Answer one control request (see :mod:`pipeline.control`); an ``add`` answers later,
         once its source probe (in a thread) is done."""
-        from stream.sources import redact_uri
+        from stream.redact import redact
 
         op = req.get("op")
         if op == "list":
@@ -204,7 +204,7 @@ class _Run:
             streams = [
                 {
                     "stream_id": sid,
-                    "uri": redact_uri(self.source_uris[sid]),
+                    "uri": redact(self.source_uris[sid]),
                     "state": self.states.get(sid, "connecting"),
                     "running": sid in running,
                 }
@@ -228,7 +228,8 @@ class _Run:
 
         from pipeline.config import SourceConfig
         from pipeline.control import MAX_URI_CHARS, Deferred, source_allowed
-        from stream.sources import is_live_uri, probe_source, redact_uri
+        from stream.redact import redact
+        from stream.sources import is_live_uri, probe_source
 
         rt = self.cfg.runtime
         if self.stop.is_set():
@@ -273,7 +274,7 @@ class _Run:
                     return {"ok": False, "error": f"uri: {frames} exceed {cap}; refused"}
                 if live:
                     return {"ok": False, "error": str(result)[:300]}
-                log.info("control add refused: %s: %s", redact_uri(src.uri), result)
+                log.info("control add refused: %s: %s", redact(src.uri), result)
                 return {"ok": False, "error": "uri: cannot be opened as a video source"}
             if self.stop.is_set():
                 return {"ok": False, "error": "vigil is stopping"}
@@ -282,7 +283,7 @@ class _Run:
             if len(self._sources_running()) >= rt.max_streams:
                 return {"ok": False, "error": f"runtime.max_streams ({rt.max_streams}) reached"}
             self._start_source(src.model_dump(mode="json"))
-            stream_logger(log, sid).info("added: %s", redact_uri(src.uri))
+            stream_logger(log, sid).info("added: %s", redact(src.uri))
             return {"ok": True, "stream_id": sid}
 
         if Deferred.busy():  # probes that timed out and still hang hold their threads
@@ -645,7 +646,7 @@ class _Run:
 
     def _refresh_status(self) -> None:
         """Recompute /api/status and /readyz (read by the HTTP threads; swapped whole)."""
-        from stream.sources import redact_uri
+        from stream.redact import redact
 
         now = time.monotonic()
         rt, m = self.cfg.runtime, self.metrics
@@ -669,7 +670,7 @@ class _Run:
             streams.append(
                 {
                     "stream_id": sid,
-                    "uri": redact_uri(self.source_uris[sid]),
+                    "uri": redact(self.source_uris[sid]),
                     "state": state,
                     "running": sid in running,
                     "fps": round(fps, 2),

@@ -2,7 +2,7 @@
 """Benchmark batch archives: files/s and frames/s for 1 and N local workers and Ray actors.
 
 One invocation makes a synthetic archive (seeded scenes with walking people, via
-``stream.synthetic``), then processes the same archive with each engine into its own output
+``stream.sim``), then processes the same archive with each engine into its own output
 folder, wall-clock timed from the call to the end (worker start-up and model loading
 included, as a user pays them):
 
@@ -55,7 +55,8 @@ def main() -> int:
     from pipeline.archive.inputs import expand_inputs
     from pipeline.archive.run import run_archive
     from pipeline.config import load_config
-    from stream.synthetic import make_scene, write_sample_video
+    from stream.sim.sample import write_sample_video
+    from stream.sim.scenes import make_scene
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-archive-"))

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import zmq
 
-from stream.synthetic import make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import make_scene
 from tests.pipeline import hostile_peers as hp
 from tests.pipeline.live_vigil import LiveVigil, log_tail
 from tests.support.feed import free_ports

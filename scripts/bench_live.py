@@ -46,7 +46,7 @@ def main() -> None:
         tmp_path = Path(tmp)
         server = None
         if args.rtsp:
-            from stream.rtsp_server import RtspTestServer, missing_requirements
+            from stream.sim.camera import RtspTestServer, missing_requirements
 
             missing = missing_requirements()
             if missing:

@@ -164,7 +164,8 @@ def _measure(
 
 
 def _frames(width: int, height: int, n: int) -> list[np.ndarray]:
-    from stream.synthetic import make_scene, render_frame
+    from stream.sim.render import render_frame
+    from stream.sim.scenes import make_scene
 
     scene = make_scene(0, width=width, height=height, n_people=3)
     return [render_frame(scene, i)[0] for i in range(n)]

@@ -43,7 +43,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="4 s of video")
     args = parser.parse_args()
 
-    from stream.synthetic import make_scene, write_sample_video
+    from stream.sim.sample import write_sample_video
+    from stream.sim.scenes import make_scene
 
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     video = args.video

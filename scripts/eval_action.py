@@ -6,7 +6,7 @@ Example::
     .venv/bin/python scripts/eval_action.py --quick    # 600 sequences, 2 crossing scenes
 
 Reports, for the forecaster: accuracy per horizon and per true class on sequences from
-``stream.synthetic.motion_dataset`` drawn with a seed the training never used, passed through the
+``stream.sim.sample.motion_dataset`` drawn with a seed the training never used, passed through the
 same resampling/normalisation as the live pipeline; plus the accuracy on the *predictable*
 windows (no change of action before the horizon, or only a forced one: sit_down -> sit,
 fall -> lie) and a cue-blind baseline on the whole set (an oracle that knows the current action
@@ -35,7 +35,19 @@ from models.people.action import ACTION_VOCAB, ActionForecaster
 from models.people.pose_buffer import normalise_window, resample_track
 from models.people.tracking import ByteTracker, idf1
 from models.results import Detections
-from stream import synthetic
+from stream.sim.render import render_frame
+from stream.sim.sample import motion_dataset
+from stream.sim.world import (
+    ACTION_DURATION_S,
+    NEXT_ACTION,
+    SHIRTS,
+    FigureScript,
+    Scene,
+    Segment,
+    figure_layout,
+    random_script,
+    weighted_choice,
+)
 
 #: Transitions that always follow their action (the synthetic scripts' Markov chain).
 FORCED_NEXT = {"sit_down": "sit", "fall": "lie"}
@@ -66,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def held_out(fc: ActionForecaster, seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Windows ``(n, T, 17, 3)``, labels now ``(n,)`` and at each horizon ``(n, H)``."""
     rng = np.random.default_rng(seed)
-    x, y_now, y_h = synthetic.motion_dataset(
+    x, y_now, y_h = motion_dataset(
         rng, n, rate_hz=fc.rate_hz, window_s=fc.window_s, horizons_s=fc.horizons_s
     )
     t = np.arange(x.shape[1]) / fc.rate_hz
@@ -90,26 +102,26 @@ def oracle_accuracy(
 ) -> dict[str, float]:
     """Accuracy of the best possible guess given the current segment (action, age) and the
     scripts' transition law (Monte Carlo over futures). It ignores the anticipation cues the
-    poses show before a change (stream.synthetic), so a pose model can beat it: the ceiling for
+    poses show before a change (stream.sim.motion), so a pose model can beat it: the ceiling for
     a forecaster blind to those cues."""
     rng = np.random.default_rng(seed + 1)
     span = (round(window_s * rate_hz) - 1) / rate_hz
     duration = span + max(horizons) + 8.0
     best = {h: [] for h in horizons}
     for _ in range(n):
-        sc = synthetic.random_script(rng, duration_s=duration, width=640, height=360, figure_id=1)
+        sc = random_script(rng, duration_s=duration, width=640, height=360, figure_id=1)
         t = float(rng.uniform(span, duration - max(horizons)))
         seg = next(s for s in sc.segments if t < s.end_s)
         for h in horizons:
             counts: dict[str, int] = {}
             for _ in range(draws):
-                lo, hi = synthetic._DURATION[seg.action]
+                lo, hi = ACTION_DURATION_S[seg.action]
                 age = t - seg.start_s
                 left = float(rng.uniform(max(lo, age), hi)) - age if age < hi else 0.0
                 action = seg.action
                 while left <= h:
-                    action = synthetic._choice(rng, synthetic._NEXT[action])
-                    left += float(rng.uniform(*synthetic._DURATION[action]))
+                    action = weighted_choice(rng, NEXT_ACTION[action])
+                    left += float(rng.uniform(*ACTION_DURATION_S[action]))
                 counts[action] = counts.get(action, 0) + 1
             best[h].append(max(counts.values()) / draws)
     return {str(float(h)): round(float(np.mean(v)), 4) for h, v in best.items()}
@@ -149,7 +161,7 @@ def confusion_png(conf: np.ndarray, labels: tuple[str, ...], title: str, path: P
 # ---------------------------------------------------------------------------------------------
 
 
-def crossing_scene(seed: int, duration_s: float = 6.0) -> synthetic.Scene:
+def crossing_scene(seed: int, duration_s: float = 6.0) -> Scene:
     """Four people: two walk right, two walk left, at different depths, so every right-walker
     passes every left-walker and the farther one is hidden for a moment."""
     rng = np.random.default_rng(seed)
@@ -157,21 +169,21 @@ def crossing_scene(seed: int, duration_s: float = 6.0) -> synthetic.Scene:
     for i, (depth, x0, direction) in enumerate(
         [(0.3, 40.0, 1), (0.5, 600.0, -1), (0.7, 180.0, 1), (0.4, 460.0, -1)]
     ):
-        ground_y, h = synthetic.figure_layout(360, depth + float(rng.uniform(-0.05, 0.05)))
+        ground_y, h = figure_layout(360, depth + float(rng.uniform(-0.05, 0.05)))
         speed = direction * float(rng.uniform(0.5, 0.65)) * h
         figures.append(
-            synthetic.FigureScript(
+            FigureScript(
                 figure_id=i + 1,
-                segments=(synthetic.Segment("walk", 0.0, duration_s),),
+                segments=(Segment("walk", 0.0, duration_s),),
                 x0=x0,
                 ground_y=ground_y,
                 height_px=h,
                 speed_px_s=speed,
-                color=synthetic._SHIRTS[i % len(synthetic._SHIRTS)],
+                color=SHIRTS[i % len(SHIRTS)],
                 walk_bounds=None,
             )
         )
-    return synthetic.Scene(seed, 640, 360, 15.0, duration_s, tuple(figures), ())
+    return Scene(seed, 640, 360, 15.0, duration_s, tuple(figures), ())
 
 
 def simulated_detections(gt_objects: list[dict], rng: np.random.Generator) -> Detections:
@@ -205,7 +217,7 @@ def tracking_idf1(seed: int, n_scenes: int) -> tuple[float, list[float]]:
         tracker = ByteTracker()
         g_ids, g_boxes, p_ids, p_boxes = [], [], [], []
         for i in range(scene.n_frames):
-            _, gt = synthetic.render_frame(scene, i)
+            _, gt = render_frame(scene, i)
             people = [o for o in gt["objects"] if o["class"] == "person"]
             g_ids.append([1000 * s + o["id"] for o in people])
             g_boxes.append(np.asarray([o["box"] for o in people]).reshape(-1, 4))

@@ -7,7 +7,7 @@ Examples::
     .venv/bin/python scripts/eval_sim.py --weights /tmp/simnet.pt
 
 Held-out scenes are the demo's defaults (640x360, 3 people, 2 objects, 15 fps) with seeds
-``stream.sim_dataset.HELDOUT_SEED_BASE + k``, which training never uses. Figures:
+``stream.sim.datasets.HELDOUT_SEED_BASE + k``, which training never uses. Figures:
 
 - ``person_ap50``: COCO box AP at IoU 0.5 for persons (pycocotools; detections down to score
   0.05), plus ``map50`` over all four classes;
@@ -34,7 +34,7 @@ import numpy as np
 from models.ops import box_iou
 from models.simnet.infer import SimPerception
 from models.simnet.net import CLASS_NAMES, PERSON
-from stream.sim_dataset import (
+from stream.sim.datasets import (
     COCO_CATEGORY_IDS,
     coco_annotations,
     coco_categories,

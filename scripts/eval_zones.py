@@ -1,6 +1,6 @@
 """Score zones, lines, dwell and fall alerts against the synthetic world's ground truth.
 
-Renders the held-out scenes of :func:`stream.synthetic.zone_scenes` (three streams, scripted
+Renders the held-out scenes of :func:`stream.sim.scenes.zone_scenes` (three streams, scripted
 figures walking into and out of zones, across lines both ways, and falling), runs the whole
 graph (``vigil run``) on them with the ``sim`` pack's own detections and poses, and scores:
 
@@ -41,7 +41,8 @@ from models.ops import box_iou
 from models.zones.analytics import ZoneAnalytics
 from models.zones.geometry import points_in_polygons
 from models.zones.rules import Line, Zone
-from stream.synthetic import write_sample_video, zone_scenes
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import zone_scenes
 
 MATCH_S = 0.5
 TYPES = ("zone.enter", "zone.exit", "zone.dwell", "line.cross")

@@ -4,7 +4,7 @@ Example::
 
     python scripts/make_sample.py sample.mp4 --gt sample.gt.json --seed 0 --people 3
 
-The same arguments always give the same frames and ground truth (see stream/synthetic.py).
+The same arguments always give the same frames and ground truth (see stream/sim/).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stream.synthetic import make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import make_scene
 
 
 def main(argv: list[str] | None = None) -> int:

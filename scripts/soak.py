@@ -290,7 +290,7 @@ def vigil_command(args: argparse.Namespace, video: Path, out: Path) -> list[str]
 
 def default_sample() -> Path:
     from models.weights import cache_dir
-    from stream.synthetic import demo_sample
+    from stream.sim.sample import demo_sample
 
     return demo_sample(cache_dir() / "sample")[0]
 

@@ -6,7 +6,7 @@ Examples::
         --perceived-scenes 60 --threads 2
     .venv/bin/python scripts/train_action.py --source ntu --data ~/nturgbd_skeletons --epochs 40
 
-``--source synthetic`` draws pose sequences from ``stream.synthetic.motion_dataset`` (scripted
+``--source synthetic`` draws pose sequences from ``stream.sim.sample.motion_dataset`` (scripted
 figures, labels for now and each horizon); ``--perceived-scenes N`` adds the poses the sim pack
 perceives in N rendered scenes (the shipped weights use 60; ~5 min of CPU on a quiet machine),
 and reports the accuracy on held-out perceived scenes as ``heldout_perceived_accuracy``.
@@ -121,10 +121,11 @@ def corrupt(raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def synthetic_data(
     args: argparse.Namespace, horizons: list[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from stream.synthetic import ACTIONS, motion_dataset
+    from stream.sim.sample import motion_dataset
+    from stream.sim.world import ACTIONS
 
     if tuple(ACTIONS) != ACTION_VOCAB:
-        raise SystemExit(f"stream.synthetic.ACTIONS {ACTIONS} != models.people.action vocabulary")
+        raise SystemExit(f"stream.sim.world.ACTIONS {ACTIONS} != models.people.action vocabulary")
     future = [h for h in horizons if h > 0]
 
     def draw(seed: int, n: int, augment: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +161,8 @@ def perceived_windows(
     from models.ops import box_iou
     from models.people.pose_buffer import PoseBuffer
     from models.simnet.infer import SimPerception
-    from stream.synthetic import make_scene, render_frame
+    from stream.sim.render import render_frame
+    from stream.sim.scenes import make_scene
 
     index = {a: i for i, a in enumerate(ACTION_VOCAB)}
     perceiver = SimPerception(score_threshold=0.3)

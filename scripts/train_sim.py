@@ -6,7 +6,7 @@ Examples::
     .venv/bin/python scripts/train_sim.py --seed 0 --steps 420          # exact replay of a run
     .venv/bin/python scripts/train_sim.py --frames 200 --steps 20 --out /tmp/simnet.pt  # smoke
 
-Data: ``--frames`` frames from ``stream.sim_dataset.generate`` (seeded backgrounds, 1-6 figures,
+Data: ``--frames`` frames from ``stream.sim.datasets.generate`` (seeded backgrounds, 1-6 figures,
 0-4 objects, occluder patches, blur / noise / brightness), each placed on a 320x192 canvas with
 a random zoom (0.75-1.35, half the time exactly the inference letterbox) and shift. Every step
 takes random 192x160 crops (stride-aligned), mirrors half of them (joints swap sides) and
@@ -39,7 +39,7 @@ import torch
 from models.simnet.infer import DEFAULT_WEIGHTS, ENTRY, file_sha256
 from models.simnet.net import CLASS_NAMES, DEFAULT_INPUT_SIZE, MASK_STRIDE
 from models.simnet.train import encode_targets, flip_targets_input, simnet_loss
-from stream.sim_dataset import generate, to_canvas
+from stream.sim.datasets import generate, to_canvas
 
 ROOT = Path(__file__).resolve().parents[1]
 

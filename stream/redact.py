@@ -13,8 +13,8 @@
   ``X-Api-Key: ...`` -> ``Authorization: ***``, and ``Bearer TOKEN`` -> ``Bearer ***``
   wherever it stands.
 
-``stream.sources.redact_uri`` (events, ``/api/status``, ``vigil streams list``) and
-``pipeline.logs.RedactFilter`` (every log line) use this function. Standard library only: it is
+Sources and the supervisor call it for URIs (events, ``/api/status``, ``vigil streams list``),
+and ``pipeline.logs.RedactFilter`` (every log line) uses it. Standard library only: it is
 imported before anything heavy.
 """
 

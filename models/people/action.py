@@ -35,7 +35,7 @@ __all__ = [
     "flip_windows",
 ]
 
-#: vigil's action vocabulary (the same tuple as ``stream.synthetic.ACTIONS``; models does not
+#: vigil's action vocabulary (the same tuple as ``stream.sim.world.ACTIONS``; models does not
 #: import stream, so it is repeated here and checked equal in the tests).
 ACTION_VOCAB: tuple[str, ...] = (
     "stand",

@@ -166,7 +166,7 @@ def test_looping_keeps_presentation_order(tmp_path: Path) -> None:
 def test_camera_over_the_pixel_cap_is_refused_and_reported_offline() -> None:
     """An RTSP camera whose frames exceed max_pixels: refused on open (reason too_large), so a
     ResilientSource reports it offline with that reason instead of ever sizing a ring."""
-    from stream.rtsp_server import RtspTestServer, missing_requirements
+    from stream.sim.camera import RtspTestServer, missing_requirements
     from stream.sources import ResilientSource
 
     why = missing_requirements()

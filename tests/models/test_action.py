@@ -66,8 +66,8 @@ def test_forecaster_batches_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_vocabulary_matches_synthetic() -> None:
-    synthetic = pytest.importorskip("stream.synthetic")
-    assert tuple(synthetic.ACTIONS) == ACTION_VOCAB
+    world = pytest.importorskip("stream.sim.world")
+    assert tuple(world.ACTIONS) == ACTION_VOCAB
 
 
 def test_shipped_weights_small_with_metadata() -> None:
@@ -83,14 +83,14 @@ def test_shipped_weights_forecast_held_out_synthetic() -> None:
     live PoseBuffer path: the issue's >= 0.9 at the 0.5 s horizon, and the current action.
 
     Reachable because the synthetic figures announce their next action in the last ~0.75 s of a
-    segment (stream.synthetic's anticipation cues: slowing down, bending the knees, staggering,
+    segment (stream.sim.motion's anticipation cues: slowing down, bending the knees, staggering,
     raising a hand, ...), as real people do."""
-    synthetic = pytest.importorskip("stream.synthetic")
+    sample = pytest.importorskip("stream.sim.sample")
     from models.people.pose_buffer import normalise_window, resample_track
 
     fc = ActionForecaster(weights="auto", horizons_s=(0.0, 0.5, 1.0))
     rng = np.random.default_rng(424242)
-    x, _, y_h = synthetic.motion_dataset(
+    x, _, y_h = sample.motion_dataset(
         rng, 500, rate_hz=fc.rate_hz, window_s=fc.window_s, horizons_s=(0.0, 0.5, 1.0)
     )
     t = np.arange(x.shape[1]) / fc.rate_hz

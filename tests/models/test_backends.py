@@ -17,7 +17,8 @@ from models.detection import Detector
 from models.runtime.accelerate import accelerate, accelerate_backbone
 from models.runtime.options import BACKENDS, BackendError, BackendOptions, backend_status
 from models.runtime.upload import FrameUploader
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 torch.set_num_threads(1)
 #: Max abs difference allowed between eager and ONNX Runtime feature maps (fp32, CPU).

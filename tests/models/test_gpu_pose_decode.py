@@ -13,7 +13,8 @@ from models.perception.build import build_perceiver_from_config
 from models.pose import PoseEstimator
 from models.runtime.optional import openpifpaf_status
 from pipeline.config import VigilConfig
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 pytestmark = pytest.mark.skipif(
     openpifpaf_status() is not None, reason=f"openpifpaf unusable: {openpifpaf_status()}"

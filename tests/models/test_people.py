@@ -10,24 +10,26 @@ from models.people.action import DEFAULT_WEIGHTS, ActionForecaster
 from models.people.analytics import PeopleAnalytics, match_poses_to_boxes
 from models.results import Detections, FrameResult, Poses
 
-synthetic = pytest.importorskip("stream.synthetic")
+render = pytest.importorskip("stream.sim.render")
+scenes = pytest.importorskip("stream.sim.scenes")
+world = pytest.importorskip("stream.sim.world")
 torch.set_num_threads(1)
 
 FPS = 15.0
 DURATION = 6.0
 
 
-def gt_frames(scene: synthetic.Scene) -> list[FrameResult]:
+def gt_frames(scene: world.Scene) -> list[FrameResult]:
     """FrameResults from the rendered ground truth: boxes for every object (class ids from
-    synthetic.CLASSES), keypoints for people, in a shuffled order unrelated to identity."""
+    world.CLASSES), keypoints for people, in a shuffled order unrelated to identity."""
     out = []
     rng = np.random.default_rng(0)
     for i in range(scene.n_frames):
-        _, gt = synthetic.render_frame(scene, i)
+        _, gt = render.render_frame(scene, i)
         objs = list(gt["objects"])
         rng.shuffle(objs)
         boxes = np.asarray([o["box"] for o in objs], np.float32).reshape(-1, 4)
-        cls = np.asarray([synthetic.CLASSES.index(o["class"]) for o in objs], np.int64)
+        cls = np.asarray([world.CLASSES.index(o["class"]) for o in objs], np.int64)
         det = Detections(boxes, np.full(len(objs), 0.95, np.float32), cls)
         people = [o for o in objs if o["class"] == "person"]
         rng.shuffle(people)
@@ -42,7 +44,7 @@ def gt_frames(scene: synthetic.Scene) -> list[FrameResult]:
                 360,
                 det,
                 Poses(kps),
-                class_names=synthetic.CLASSES,
+                class_names=world.CLASSES,
             )
         )
     return out
@@ -58,7 +60,7 @@ def run(analytics: PeopleAnalytics, frames: list[FrameResult]) -> list[tuple[int
 
 @pytest.fixture(scope="module")
 def frames() -> list[FrameResult]:
-    return gt_frames(synthetic.fall_and_walk_scene(FPS, DURATION))
+    return gt_frames(scenes.fall_and_walk_scene(FPS, DURATION))
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped action weights missing")
@@ -115,7 +117,7 @@ def test_track_ids_filled_and_deterministic(frames: list[FrameResult]) -> None:
     fc = ActionForecaster(weights="none", horizons_s=(0.5,))
 
     def once() -> list:
-        copies = gt_frames(synthetic.fall_and_walk_scene(FPS, DURATION))
+        copies = gt_frames(scenes.fall_and_walk_scene(FPS, DURATION))
         return run(
             PeopleAnalytics(person_class_ids={0}, forecaster=fc, min_confidence=0.0), copies
         ), copies

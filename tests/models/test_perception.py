@@ -15,7 +15,8 @@ from models.perception.build import build_perceiver_from_config as build_from_ty
 from models.perception.composite import CompositePerceiver, align_poses
 from models.results import Detections, Masks, Poses
 from pipeline.config import VigilConfig
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 torch.set_num_threads(1)
 

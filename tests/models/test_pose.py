@@ -18,7 +18,8 @@ from models.pose import (
 from models.results import Poses
 from models.runtime import optional as optional_mod
 from models.runtime.optional import openpifpaf_status
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 torch.set_num_threads(1)
 needs_openpifpaf = pytest.mark.skipif(

@@ -20,7 +20,8 @@ from models.segmentation import (
     SemanticCore,
     align_instances,
 )
-from stream.synthetic import make_scene, render_frame
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
 
 torch.set_num_threads(1)
 

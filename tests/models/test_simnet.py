@@ -22,8 +22,8 @@ from models.simnet.infer import (
 from models.simnet.net import CLASS_NAMES, STRIDE
 from models.simnet.train import MAX_OBJECTS, encode_targets, flip_targets_input, simnet_loss
 from models.weights import WeightsError
-from stream.sim_dataset import HELDOUT_SEED_BASE, render_annotated, to_canvas
-from stream.synthetic import make_scene
+from stream.sim.datasets import HELDOUT_SEED_BASE, render_annotated, to_canvas
+from stream.sim.scenes import make_scene
 
 # A held-out clip: training uses seeds 100_000 + ..., evaluation 900_000 + k for small k.
 TEST_SEED = HELDOUT_SEED_BASE + 5_000

@@ -198,7 +198,8 @@ def test_tracker_idf1_on_rendered_synthetic_crossings() -> None:
     IDF1 (models.people.tracking.idf1, IoU 0.5) over six scenes pooled >= 0.9 (measured 0.93;
     scripts/eval_action.py reports it on 12 other scenes). Single scenes can drop to ~0.75 when
     one identity swap happens in a crossing, so the pooled score is what is asserted."""
-    synthetic = pytest.importorskip("stream.synthetic")
+    world = pytest.importorskip("stream.sim.world")
+    render = pytest.importorskip("stream.sim.render")
     pooled: list[list] = [[], [], [], []]
     for seed in range(6):
         rng = np.random.default_rng(seed)
@@ -208,12 +209,12 @@ def test_tracker_idf1_on_rendered_synthetic_crossings() -> None:
         for i, (depth, x0, direction) in enumerate(
             [(0.3, 40.0, 1), (0.5, 600.0, -1), (0.7, 180.0, 1), (0.4, 460.0, -1)]
         ):
-            ground_y, h = synthetic.figure_layout(360, depth + float(rng.uniform(-0.05, 0.05)))
+            ground_y, h = world.figure_layout(360, depth + float(rng.uniform(-0.05, 0.05)))
             speed = direction * float(rng.uniform(0.5, 0.65)) * h
             figures.append(
-                synthetic.FigureScript(
+                world.FigureScript(
                     figure_id=i + 1,
-                    segments=(synthetic.Segment("walk", 0.0, 6.0),),
+                    segments=(world.Segment("walk", 0.0, 6.0),),
                     x0=x0,
                     ground_y=ground_y,
                     height_px=h,
@@ -222,12 +223,12 @@ def test_tracker_idf1_on_rendered_synthetic_crossings() -> None:
                     walk_bounds=None,
                 )
             )
-        scene = synthetic.Scene(seed, 640, 360, 15.0, 6.0, tuple(figures), ())
+        scene = world.Scene(seed, 640, 360, 15.0, 6.0, tuple(figures), ())
         tracker = ByteTracker()
         g_ids, g_boxes, p_ids, p_boxes = [], [], [], []
         crossings = 0
         for f in range(scene.n_frames):
-            people = [o for o in synthetic.render_frame(scene, f)[1]["objects"]]
+            people = [o for o in render.render_frame(scene, f)[1]["objects"]]
             g_ids.append([o["id"] for o in people])
             g_boxes.append(np.asarray([o["box"] for o in people]).reshape(-1, 4))
             boxes, scores = [], []

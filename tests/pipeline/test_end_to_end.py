@@ -15,7 +15,8 @@ import av
 import pytest
 import zmq
 
-from stream.synthetic import make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import make_scene
 from tests.conftest import write_moving_box_video
 
 # Small and fast on 2 cores: the 320 px detector with random weights and a low score threshold,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.rtsp_server import RtspTestServer, free_port, missing_requirements
+from stream.sim.camera import RtspTestServer, free_port, missing_requirements
 from tests.conftest import write_moving_box_video
 
 _MISSING = missing_requirements()

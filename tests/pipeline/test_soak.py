@@ -103,7 +103,8 @@ def test_vigil_command_passes_the_soak_flags():
 
 @pytest.mark.slow
 def test_soak_runs_vigil_on_a_looping_file_and_prints_the_json_line(tmp_path: Path):
-    from stream.synthetic import make_scene, write_sample_video
+    from stream.sim.sample import write_sample_video
+    from stream.sim.scenes import make_scene
 
     video = tmp_path / "scene.mp4"
     write_sample_video(

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from models.simnet.infer import DEFAULT_WEIGHTS
-from stream.synthetic import make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import make_scene
 from tests.pipeline.live_vigil import REPO, STARTUP_TIMEOUT_S, LiveVigil, log_tail
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,7 +16,8 @@ import pytest
 from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.config import load_config
 from pipeline.runner import process_file
-from stream.synthetic import make_scene, write_sample_video
+from stream.sim.sample import write_sample_video
+from stream.sim.scenes import make_scene
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
 

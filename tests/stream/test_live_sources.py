@@ -1,6 +1,6 @@
 """Live sources against a real RTSP server (GStreamer), one test per camera fault.
 
-The server (``stream/rtsp_server.py``) runs under Debian's python3 as a subprocess; tests that
+The server (``stream/sim/camera.py``) runs under Debian's python3 as a subprocess; tests that
 need it are skipped, with the apt-get line to run, where GStreamer is missing.
 """
 
@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.rtsp_server import RtspTestServer, free_port, missing_requirements
+from stream.redact import redact
+from stream.sim.camera import RtspTestServer, free_port, missing_requirements
 from stream.sources import (
     Backoff,
     ImageDirSource,
@@ -26,7 +27,6 @@ from stream.sources import (
     SourceStatus,
     open_source,
     probe_source,
-    redact_uri,
 )
 
 _MISSING = missing_requirements()
@@ -198,7 +198,7 @@ def test_wrong_credentials_clear_error_backoff_and_no_secret() -> None:
         assert [i.kind for i in items] == ["offline", "reconnect", "gave_up"]
         assert all(i.reason == "auth" and "wrong-pw" not in i.detail for i in items)
         good = open_source(srv.url_with("alice", "s3cret-pw"), open_timeout_s=5.0)
-        assert good.info.uri == redact_uri(srv.url_with("alice", "s3cret-pw"))
+        assert good.info.uri == redact(srv.url_with("alice", "s3cret-pw"))
         assert "s3cret" not in good.info.uri
         good.close()
 

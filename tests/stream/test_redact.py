@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from stream.redact import redact
-from stream.sources import redact_uri
 
 
 @pytest.mark.parametrize(
@@ -35,7 +34,7 @@ from stream.sources import redact_uri
 )  # fmt: skip
 def test_credentials_are_hidden_and_the_rest_kept(text: str, shown: str):
     assert redact(text) == shown
-    assert redact_uri(text) == shown  # events, /api/status, streams list
+    assert redact(text) == shown  # events, /api/status, streams list
     assert redact(text) == shown  # every log line
 
 
@@ -43,4 +42,4 @@ def test_the_two_redactors_are_one_implementation():
     """Fault: two redactors (sources.redact_uri, logs.redact_text) that drifted apart: the
     query-string password of a URI showed in events while logs hid only user:pw@."""
     text = "rtsp://u:p@cam/x?password=pw"
-    assert redact_uri(text) == redact(text) == "rtsp://***@cam/x?password=***"
+    assert redact(text) == redact(text) == "rtsp://***@cam/x?password=***"

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from stream import synthetic as syn
-from stream.sim_dataset import (
+from stream.sim.datasets import (
     COCO_CATEGORY_IDS,
     generate,
     render_annotated,
@@ -17,21 +16,24 @@ from stream.sim_dataset import (
     to_canvas,
     write_coco,
 )
+from stream.sim.render import render_frame
+from stream.sim.scenes import make_scene
+from stream.sim.world import CLASSES, Scene
 
 
 @pytest.fixture(scope="module")
-def scene() -> syn.Scene:
-    return syn.make_scene(seed=11, width=320, height=180, n_people=4, n_objects=3)
+def scene() -> Scene:
+    return make_scene(seed=11, width=320, height=180, n_people=4, n_objects=3)
 
 
-def test_render_annotated_matches_render_frame(scene: syn.Scene) -> None:
+def test_render_annotated_matches_render_frame(scene: Scene) -> None:
     for idx in (0, 37, 90):
         frame = render_annotated(scene, idx)
-        rgb, gt = syn.render_frame(scene, idx)
+        rgb, gt = render_frame(scene, idx)
         assert np.array_equal(frame.image, rgb)
         assert frame.ids.tolist() == [o["id"] for o in gt["objects"]]
         for obj, box, label, kp in zip(gt["objects"], frame.boxes, frame.labels, frame.keypoints):
-            assert syn.CLASSES[label] == obj["class"]
+            assert CLASSES[label] == obj["class"]
             np.testing.assert_allclose(box, obj["box"])
             if obj["class"] == "person":
                 g = np.asarray(obj["keypoints"], np.float32)
@@ -40,7 +42,7 @@ def test_render_annotated_matches_render_frame(scene: syn.Scene) -> None:
 
 
 def test_visible_masks_are_disjoint_inside_boxes_and_make_the_person_mask(
-    scene: syn.Scene,
+    scene: Scene,
 ) -> None:
     frame = render_annotated(scene, 45)
     assert frame.masks.shape == (len(frame), 180, 320)
@@ -55,7 +57,7 @@ def test_visible_masks_are_disjoint_inside_boxes_and_make_the_person_mask(
     assert frame.person_mask.sum() > 100
 
 
-def test_occluder_hides_keypoints_and_mask_but_keeps_the_box(scene: syn.Scene) -> None:
+def test_occluder_hides_keypoints_and_mask_but_keeps_the_box(scene: Scene) -> None:
     plain = render_annotated(scene, 10)
     p = int(np.flatnonzero(plain.labels == 0)[0])
     x1, y1, x2, y2 = plain.boxes[p]
@@ -76,7 +78,7 @@ def test_generate_is_deterministic_and_varied() -> None:
     assert not np.array_equal(a[0].image, list(generate(1, seed=4))[0].image)
 
 
-def test_to_canvas_identity_scale_shifts_annotations(scene: syn.Scene) -> None:
+def test_to_canvas_identity_scale_shifts_annotations(scene: Scene) -> None:
     frame = render_annotated(scene, 20)
     same = to_canvas(frame, (320, 192))
     assert np.array_equal(same.image[:180], frame.image)

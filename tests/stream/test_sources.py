@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream.redact import redact
 from stream.sources import (
     FileSource,
     LoopingSource,
@@ -13,7 +14,6 @@ from stream.sources import (
     SourceFrame,
     StreamInfo,
     open_source,
-    redact_uri,
 )
 from tests.conftest import write_moving_box_video
 
@@ -68,7 +68,7 @@ def test_unsupported_scheme_and_credentials_are_redacted():
     with pytest.raises(SourceError, match=r"rtsp://\*\*\*@cam/x") as info:
         open_source("rtsp://admin:hunter2@cam/x")
     assert "hunter2" not in str(info.value)
-    assert redact_uri("/plain/path.mp4") == "/plain/path.mp4"
+    assert redact("/plain/path.mp4") == "/plain/path.mp4"
 
 
 def test_truncated_stream_without_an_index_still_yields_its_frames(tmp_path: Path):
@@ -79,8 +79,8 @@ def test_truncated_stream_without_an_index_still_yields_its_frames(tmp_path: Pat
 
 
 def test_redact_uri_hides_a_password_holding_an_at_sign():
-    assert redact_uri("rtsp://admin:p@ss@cam:554/x") == "rtsp://***@cam:554/x"
-    assert redact_uri("rtsp://cam/x@y") == "rtsp://cam/x@y"  # an "@" in the path is no userinfo
+    assert redact("rtsp://admin:p@ss@cam:554/x") == "rtsp://***@cam:554/x"
+    assert redact("rtsp://cam/x@y") == "rtsp://cam/x@y"  # an "@" in the path is no userinfo
 
 
 # --- looping files -----------------------------------------------------------------------------

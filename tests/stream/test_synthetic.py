@@ -11,8 +11,11 @@ import av
 import numpy as np
 import pytest
 
-from stream import synthetic as syn
-from stream.synthetic import (
+from stream.sim.motion import pose_at, torso_angle
+from stream.sim.render import background, render_frame
+from stream.sim.sample import demo_sample, motion_dataset, write_sample_video
+from stream.sim.scenes import make_scene
+from stream.sim.world import (
     ACTIONS,
     CLASSES,
     FigureScript,
@@ -20,14 +23,7 @@ from stream.synthetic import (
     SceneObject,
     Segment,
     action_at,
-    demo_sample,
-    make_scene,
-    motion_dataset,
-    pose_at,
     random_script,
-    render_frame,
-    torso_angle,
-    write_sample_video,
 )
 
 W, H = 320, 180
@@ -83,7 +79,7 @@ def test_same_seed_gives_identical_frames_and_ground_truth() -> None:
     assert a == b
     for i in (0, 7, 19):
         fa, ga = render_frame(a, i)
-        syn._background.cache_clear()  # the background is rebuilt, not just reused
+        background.cache_clear()  # the background is rebuilt, not just reused
         fb, gb = render_frame(b, i)
         assert fa.dtype == np.uint8 and fa.shape == (H, W, 3)
         assert np.array_equal(fa, fb)

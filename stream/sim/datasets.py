@@ -1,14 +1,14 @@
 """Training and evaluation data for the sim perception model, drawn from the synthetic world.
 
-:func:`render_annotated` renders a frame exactly as :func:`stream.synthetic.render_frame` does
+:func:`render_annotated` renders a frame exactly as :func:`stream.sim.render.render_frame` does
 (byte-identical pixels, the same boxes and keypoints) and also returns what that function keeps
 to itself: each item's *visible* mask and the frame's person mask.
 
-How the masks are made: :mod:`stream.synthetic` already paints every figure and object through a
-``_Painter`` that draws the same primitives into the frame and into an ROI mask (the item's full
-drawn extent, 255 where painted, anti-aliased edges in between). We call its painters
-(``_draw_figure``, ``_draw_object``) in the same far-to-near order ``render_frame`` uses, without
-editing that module, and resolve occlusion with a z-buffer: a pixel belongs to the nearest item
+How the masks are made: :mod:`stream.sim.render` paints every figure and object through a
+``Painter`` that draws the same primitives into the frame and into an ROI mask (the item's full
+drawn extent, 255 where painted, anti-aliased edges in between). We paint the scene with its
+:func:`~stream.sim.render.paint_scene`, the same far-to-near pass ``render_frame`` uses, and
+resolve occlusion with a z-buffer: a pixel belongs to the nearest item
 whose mask is >= 128 there. So a visible mask is exact to the pixel, and the semantic person mask
 is the union of the figures' visible masks. Boxes stay the full drawn extent (as in
 ``render_frame``'s ground truth), even where a nearer thing covers part of the figure.
@@ -25,16 +25,15 @@ flat ``[x, y, v] * 17`` with COCO's ``v`` (0 = outside the frame, written as 0, 
 occluded; 2 = visible), ``num_keypoints`` (count of v > 0); categories person (with COCO-17
 names and skeleton, 1-based), ball, box, car (ids 1..4).
 
-Coordinates: pixels, pixel-edge convention as in :mod:`stream.synthetic` (box ``x2`` exclusive).
+Coordinates: pixels, pixel-edge convention as in :mod:`stream.sim.world` (box ``x2`` exclusive).
 
-CLI::
+CLI (``scripts/make_sim_dataset.py``)::
 
-    python -m stream.sim_dataset --out /tmp/simcoco --n 200 --seed 0
+    .venv/bin/python scripts/make_sim_dataset.py --out /tmp/simcoco --n 200 --seed 0
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -46,8 +45,9 @@ import cv2
 import numpy as np
 
 from models.coco17 import COCO17_KEYPOINTS, COCO17_SKELETON
-from stream import synthetic as syn
-from stream.synthetic import CLASSES, FigureScript, Scene, make_scene
+from stream.sim.render import mask_box, paint_scene, visible
+from stream.sim.scenes import make_scene
+from stream.sim.world import CLASSES, Scene
 
 #: Frame sizes (width, height) training scenes are rendered at; 16:9 most often.
 TRAIN_SIZES: tuple[tuple[int, int], ...] = (
@@ -71,7 +71,7 @@ class AnnotatedFrame:
         image: ``(H, W, 3) uint8`` RGB.
         boxes: ``(n, 4) float32`` xyxy pixels (pixel-edge, x2/y2 exclusive), the item's full
             drawn extent inside the frame.
-        labels: ``(n,) int64`` indices into :data:`stream.synthetic.CLASSES`.
+        labels: ``(n,) int64`` indices into :data:`stream.sim.world.CLASSES`.
         keypoints: ``(n, 17, 3) float32`` x, y pixels and COCO visibility v (0 = outside the
             frame, 1 = inside but covered by a nearer item, 2 = visible); x, y are the true joint
             positions even when v = 0. All zeros for non-person rows.
@@ -104,7 +104,7 @@ def render_annotated(
     """Render frame ``frame_idx`` of ``scene`` with boxes, keypoints and visible masks.
 
     Without ``occluders`` the image, boxes and keypoint positions equal
-    :func:`stream.synthetic.render_frame`'s, and v > 1 exactly where its visibility is 1.
+    :func:`stream.sim.render.render_frame`'s, and v > 1 exactly where its visibility is 1.
 
     Args:
         scene: the world.
@@ -115,22 +115,7 @@ def render_annotated(
     """
     W, H = scene.width, scene.height
     t = frame_idx / scene.fps
-    frame = syn._background(scene.seed, W, H).copy()
-    items: list[tuple[float, int, Any]] = [(fig.ground_y, 0, fig) for fig in scene.figures]
-    items += [(obj.ground_y, 1, obj) for obj in scene.objects]
-    items.sort(key=lambda it: (it[0], it[1], syn._item_id(it[2])))  # as render_frame does
-
-    # Layers far to near, in the format syn._visible expects: (id, x0, y0, mask, entry).
-    drawn: list[tuple[int, int, int, np.ndarray | None, dict]] = []
-    for _, _, item in items:
-        if isinstance(item, FigureScript):
-            kp, facing = syn._pose_and_facing(item, t)
-            x0, y0, mask = syn._draw_figure(frame, item, kp, facing)
-            entry: dict[str, Any] = {"id": item.figure_id, "class": "person", "kp": kp}
-        else:
-            x0, y0, mask = syn._draw_object(frame, item, t)
-            entry = {"id": item.object_id, "class": item.kind}
-        drawn.append((syn._item_id(item), x0, y0, mask, entry))
+    frame, drawn = paint_scene(scene, t)  # exactly as render_frame paints
     for k, poly in enumerate(occluders):
         drawn.append(_draw_occluder(frame, np.asarray(poly, np.float64), k))
 
@@ -145,13 +130,13 @@ def render_annotated(
     for k, (_, x0, y0, mask, entry) in enumerate(drawn):
         if entry.get("class") not in CLASSES:
             continue  # an occluder
-        box = syn._mask_box(mask, x0, y0)
+        box = mask_box(mask, x0, y0)
         if box is None:
             continue
         keypoints = np.zeros((17, 3), np.float32)
         if entry["class"] == "person":
             kp = entry["kp"]
-            vis = syn._visible(kp, drawn[k + 1 :], W, H)
+            vis = visible(kp, drawn[k + 1 :], W, H)
             inside = (np.floor(kp[:, 0]) >= 0) & (np.floor(kp[:, 0]) < W)
             inside &= (np.floor(kp[:, 1]) >= 0) & (np.floor(kp[:, 1]) < H)
             keypoints[:, :2] = kp[:, :2]
@@ -427,26 +412,3 @@ def _draw_occluder(frame: np.ndarray, poly: np.ndarray, k: int):
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(mask, np.round((poly - [x0, y0]) * 16).astype(np.int32)[None], 255, cv2.LINE_AA, 4)
     return (-1 - k, x0, y0, mask, {"class": "occluder"})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write a COCO-format synthetic dataset."""
-    p = argparse.ArgumentParser(description="Write a COCO-format dataset from the synthetic world.")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--n", type=int, default=200, help="number of frames")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--heldout", action="store_true", help="held-out demo-like scenes, no aug")
-    args = p.parse_args(argv)
-    if args.heldout:
-        scenes = heldout_scenes(max(1, args.n // 60 + (args.n % 60 > 0)), offset=args.seed * 1000)
-        frames = (render_annotated(s, i) for s in scenes for i in range(s.n_frames))
-        frames = (f for _, f in zip(range(args.n), frames))
-    else:
-        frames = generate(args.n, seed=args.seed)
-    path = write_coco(frames, args.out)
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,7 @@ Used by tests and ``scripts/bench_live.py`` to inject camera faults (server kill
 with SIGSTOP, restarted at another size, wrong credentials). The server itself runs under
 Debian's ``/usr/bin/python3`` (GObject introspection is not in the venv)::
 
-    /usr/bin/python3 stream/rtsp_server.py --port 8554 --path cam --width 160 --height 96 \
+    /usr/bin/python3 stream/sim/camera.py --port 8554 --path cam --width 160 --height 96 \
         --fps 15 [--user U --password P]
 
 and :class:`RtspTestServer` starts and stops it from any Python as a subprocess. Needs the
