@@ -611,7 +611,7 @@ class SerialEngine:
     ) -> None:
         if not todo:
             return
-        from pipeline.runner import build_perceiver_from_config
+        from models.perception import build_perceiver_from_config
 
         if self.cfg.runtime.torch_threads:
             import torch
@@ -780,12 +780,12 @@ def _worker_main(
     log_level: int,
 ) -> None:
     """A local worker process: build the perceiver once, then process inputs until told."""
-    from pipeline.stages import init_child_process
+    from pipeline.graph.process import init_child_process
 
     init_child_process(name, log_level)
     import torch
 
-    from pipeline.runner import build_perceiver_from_config
+    from models.perception import build_perceiver_from_config
 
     torch.set_num_threads(threads)
     cfg = VigilConfig.model_validate(plain)
@@ -859,7 +859,7 @@ class RayArchiveWorker:
     def __init__(self, plain: dict[str, Any], root: str, stream_id: str, threads: int) -> None:
         import torch
 
-        from pipeline.runner import build_perceiver_from_config
+        from models.perception import build_perceiver_from_config
 
         logging.getLogger("libav").setLevel(logging.CRITICAL)
         torch.set_num_threads(threads)

@@ -431,7 +431,8 @@ def demo_model(config: Path) -> str:
 
 def _execute(cfg: Any) -> int:
     from pipeline.access import ExposureError, check_exposure, read_token
-    from pipeline.supervisor import StageFailed, run_pipeline
+    from pipeline.graph.process import StageFailed
+    from pipeline.graph.supervisor import run_pipeline
     from stream.sources import SourceError, probe_source
 
     if not cfg.sources and not cfg.runtime.control:

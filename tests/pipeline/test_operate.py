@@ -106,7 +106,7 @@ def test_frames_in_never_reads_below_what_later_stages_accounted_for() -> None:
 
 def test_open_tracks_ledger_ends_what_a_dead_tracker_left_open() -> None:
     from models.results import Detections, FrameResult
-    from pipeline.analytics import OpenTracks
+    from pipeline.stages.publish_state import OpenTracks
     from stream import events as ev
 
     def start(sid: str, tid: int, pts: float) -> dict:
@@ -146,7 +146,7 @@ def test_open_tracks_ledger_ends_what_a_dead_tracker_left_open() -> None:
 
 
 def test_events_a_dead_publish_stage_never_journaled_are_sent_again_once_each() -> None:
-    from pipeline.analytics import EventGate, SentEvents
+    from pipeline.stages.publish_state import EventGate, SentEvents
 
     sent = SentEvents(gen=0, capacity=5)
     ids = [sent.number({"n": i}) for i in range(1, 8)]  # 1..7; 1 and 2 evicted
@@ -186,7 +186,7 @@ def test_events_a_dead_publish_stage_never_journaled_are_sent_again_once_each() 
 
 
 def test_restarted_publish_stage_catches_events_jsonl_up_with_the_journal(tmp_path: Path):
-    from pipeline.workers import _catch_up
+    from pipeline.stages.publish_sinks import catch_up_jsonl
     from stream import events as ev
     from stream.journal import EventJournal
 
@@ -200,9 +200,9 @@ def test_restarted_publish_stage_catches_events_jsonl_up_with_the_journal(tmp_pa
         ]
         # killed after journaling 3 and 4, halfway through writing 3 to the file
         jsonl.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:20])
-        _catch_up(jsonl, journal)
+        catch_up_jsonl(jsonl, journal)
         assert jsonl.read_text() == "".join(line + "\n" for line in lines)
-        _catch_up(jsonl, journal)  # nothing to do
+        catch_up_jsonl(jsonl, journal)  # nothing to do
         assert jsonl.read_text().count("\n") == 4
 
 
