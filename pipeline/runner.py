@@ -18,7 +18,8 @@ from typing import Any
 
 from models.results import FrameResult
 from pipeline.analytics import StreamAnalytics
-from pipeline.config import SourceConfig, VigilConfig
+from pipeline.config import VigilConfig
+from pipeline.config_sections import SourceConfig
 from pipeline.events import offline_event, online_event
 from pipeline.frames import PublishPath, frame_steps, stream_end_events
 from pipeline.stages.publish_sinks import clip_recorder_from_config

@@ -188,7 +188,7 @@ class Readiness:
 
     def _open_http(self, zctx: zmq.Context) -> Any:
         from pipeline.access import ExposureError, read_token
-        from pipeline.config import parse_http_address
+        from pipeline.config_runtime import parse_http_address
         from pipeline.http import HttpAccess, HttpService, LiveTap
 
         rt = self.cfg.runtime

@@ -60,7 +60,7 @@ class StreamControl:
 
         from pydantic import ValidationError
 
-        from pipeline.config import SourceConfig
+        from pipeline.config_sections import SourceConfig
         from pipeline.control import MAX_URI_CHARS, Deferred, source_allowed
         from stream.sources import is_live_uri, probe_source, redact_uri
 

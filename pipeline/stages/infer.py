@@ -10,7 +10,9 @@ import time
 from typing import Any
 
 from models.results import FrameResult
-from pipeline.config import DetectConfig, RuntimeConfig, VigilConfig
+from pipeline.config import VigilConfig
+from pipeline.config_runtime import RuntimeConfig
+from pipeline.config_sections import DetectConfig
 from pipeline.frames import perceive_batch
 from pipeline.graph.context import StageContext
 from pipeline.graph.stage import Stage

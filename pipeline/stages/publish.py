@@ -18,7 +18,9 @@ import zmq
 
 from models.results import FrameResult
 from pipeline.annotate import SceneOverlay
-from pipeline.config import OutputConfig, PublishConfig, VigilConfig
+from pipeline.config import VigilConfig
+from pipeline.config_runtime import PublishConfig
+from pipeline.config_sections import OutputConfig
 from pipeline.events import clip_event
 from pipeline.frames import PublishPath
 from pipeline.graph.context import StageContext

@@ -13,7 +13,9 @@ from typing import Any
 import zmq
 
 from models.results import FrameResult
-from pipeline.config import OutputConfig, PublishConfig, VigilConfig
+from pipeline.config import VigilConfig
+from pipeline.config_runtime import PublishConfig
+from pipeline.config_sections import OutputConfig
 from pipeline.graph.context import StageContext
 from pipeline.protocol import TAP_HWM, TapKind, set_options
 from stream import events as ev

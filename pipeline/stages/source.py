@@ -33,7 +33,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from models.results import FrameResult
-from pipeline.config import RuntimeConfig, SourceConfig, VigilConfig
+from pipeline.config import VigilConfig
+from pipeline.config_runtime import RuntimeConfig
+from pipeline.config_sections import SourceConfig
 from pipeline.events import at_last_frame, offline_event, online_event
 from pipeline.graph.context import StageContext
 from pipeline.graph.stage import Stage

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline.config import SourceConfig
+from pipeline.config_sections import SourceConfig
 
 
 class Failure:
