@@ -27,33 +27,6 @@ class Readiness:
     """Mixed into the supervisor's run (see :class:`pipeline.graph.supervisor.GraphRun` for
     the attributes it reads)."""
 
-    cfg: Any
-    dynamic: bool
-    metrics: Any
-    procs: dict[str, Any]
-    done: set[str]
-    states: dict[str, str]
-    source_stops: dict[str, Any]
-    source_uris: dict[str, str]
-    pending_restart: dict[str, float]
-    awaiting_up: set[str]
-    stats_seen: set[str]
-    last_report: dict[str, float]
-    started_at: dict[str, float]
-    restarts: dict[str, int]
-    model_loaded: bool
-    summary: Any
-    loop_ts: float
-    started: float
-    last_progress: float
-    ended_sent: dict[str, int]
-    _exited_at: dict[str, float]
-    _fps: dict[str, deque[tuple[float, float]]]
-    _last_frame: dict[str, float]
-    endpoints: Any
-    plain: dict[str, Any]
-    status: dict[str, Any]
-
     def _check_stages(self) -> None:
         """Notice stages that died without a word, or stopped reporting (hung)."""
         timeout = self.cfg.runtime.stage_timeout_s

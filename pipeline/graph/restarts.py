@@ -27,28 +27,6 @@ class Restarts:
     """Mixed into the supervisor's run (:class:`pipeline.graph.supervisor.GraphRun`), whose
     process table, counters and sockets it uses."""
 
-    cfg: Any
-    stop: Any
-    dynamic: bool
-    endpoints: Any
-    metrics: Any
-    summary: Any
-    zctx: Any
-    procs: dict[str, Any]
-    restarts: dict[str, int]
-    max_restarts: int
-    pending_restart: dict[str, float]
-    awaiting_up: set[str]
-    stats_seen: set[str]
-    stream_infos: dict[str, dict[str, Any]]
-    stage_classes: dict[str, str]
-    frames_base: int
-    events_base: int
-    n_downstream: int
-    eos_reports: int
-    model_loaded: bool
-    _socks: dict[str, zmq.Socket]
-
     def _restartable(self, name: str) -> bool:
         """Sources are not restarted (a camera reconnects inside its own process); the other
         stages are, up to ``max_restarts`` each, unless the run is draining."""

@@ -20,13 +20,6 @@ class StreamControl:
     ``cfg``, ``stop``, ``source_stops``, ``source_uris``, ``states``, ``started_streams``,
     ``_sources_running`` and ``_start_source`` it uses."""
 
-    cfg: Any
-    stop: Any
-    source_stops: dict[str, Any]
-    source_uris: dict[str, str]
-    states: dict[str, str]
-    started_streams: list[str]
-
     def handle(self, req: dict[str, Any]) -> dict[str, Any] | Any:
         """Answer one control request (see :mod:`pipeline.control`); an ``add`` answers later,
         once its source probe (in a thread) is done."""

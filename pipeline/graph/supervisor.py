@@ -370,7 +370,7 @@ class GraphRun(StreamControl, Readiness, Restarts):
     def _on_info(self, stage: str, msg: dict[str, Any]) -> None:
         if "blocked_s" in msg:  # a source waits for ring slots (it logged a warning too)
             sid = msg.get("stream_id")
-            stream_logger(log, sid).warning(
+            stream_logger(log, sid).info(
                 "downstream blocked for %.0f s (no ring slot back)", msg["blocked_s"]
             )
             self.metrics.own.inc("vigil_downstream_blocked", stream=sid)
