@@ -2,7 +2,9 @@
 
 :class:`Detector` turns a batch of ``(H, W, 3) uint8 RGB`` frames into one
 :class:`~models.results.Detections` per frame, boxes ``xyxy`` in the frame's own pixels, sorted
-by score (descending). :func:`nms_detections` is the class-aware NMS it applies, usable alone.
+by score (descending). :func:`nms_detections` is the class-aware NMS it applies, usable alone;
+:func:`check_detector_args` and :func:`set_input_size` are shared with the other detectors and
+R-CNN-based stages.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from models import weights as weights_registry
+from models.perception.base import init_kwargs
 from models.results import Detections
+from models.runtime.upload import check_frame
 
 #: Class names that are placeholders, not classes (torchvision's COCO list has both).
 _PLACEHOLDER_NAMES = frozenset({"__background__", "N/A"})
@@ -44,6 +48,27 @@ def nms_detections(det: Detections, iou_threshold: float) -> Detections:
         float(iou_threshold),
     )
     return det[keep.numpy()]
+
+
+def build_weighted(
+    entry: weights_registry.WeightsEntry, weights: str, seed: int
+) -> tuple[nn.Module, weights_registry.ResolvedWeights]:
+    """The registry model ``entry`` built with random init seeded by ``seed`` (no download),
+    then loaded with what ``weights`` resolves to (:func:`models.weights.resolve`)."""
+    resolved = weights_registry.resolve(entry, weights)
+    net = entry.build(seed=seed)
+    weights_registry.load_weights(net, resolved, name=entry.name)
+    return net, resolved
+
+
+def check_detector_args(score_threshold: float, iou_threshold: float, max_detections: int) -> None:
+    """Raise ValueError for a score or NMS IoU threshold outside [0, 1] or a cap below 1."""
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if max_detections < 1:
+        raise ValueError(f"max_detections must be >= 1, got {max_detections}")
 
 
 class Detector:
@@ -94,12 +119,7 @@ class Detector:
         if entry.task != "detection":
             known = ", ".join(e.name for e in weights_registry.entries("detection"))
             raise ValueError(f"{model!r} is a {entry.task} model; detection models: {known}")
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        if not 0.0 <= iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-        if max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+        check_detector_args(score_threshold, iou_threshold, max_detections)
         if input_size is not None and input_size < 32:
             raise ValueError(f"input_size must be >= 32 pixels, got {input_size}")
 
@@ -110,11 +130,9 @@ class Detector:
         self.device = torch.device(device)
         self._class_ids = _class_ids(entry.categories, classes)
 
-        resolved = weights_registry.resolve(entry, weights)
-        net = entry.build(seed=seed)
-        weights_registry.load_weights(net, resolved, name=entry.name)
+        net, resolved = build_weighted(entry, weights, seed)
         if input_size is not None:
-            _set_input_size(net, int(input_size))
+            set_input_size(net, int(input_size))
         # Model-internal post-processing does the same thresholds so it does not drop boxes we
         # would keep; with a class filter its per-image cap is lifted, as filtering comes after.
         cap = self.max_detections if self._class_ids is None else 100_000
@@ -127,12 +145,7 @@ class Detector:
     @classmethod
     def from_config(cls, cfg: Any) -> Detector:
         """Build from any object or mapping with (some of) the ``__init__`` keyword names."""
-        names = ("model", "weights", "device", "score_threshold", "iou_threshold", "classes",
-                 "input_size", "max_detections", "seed")  # fmt: skip
-        if isinstance(cfg, Mapping):
-            kwargs = {k: cfg[k] for k in names if k in cfg}
-        else:
-            kwargs = {k: getattr(cfg, k) for k in names if hasattr(cfg, k)}
+        kwargs = init_kwargs(cls, cfg)
         if kwargs.get("classes") is not None:
             kwargs["classes"] = list(kwargs["classes"])
         if kwargs.get("weights") is not None:
@@ -169,11 +182,7 @@ class Detector:
 
     def _to_tensor(self, frame: np.ndarray) -> torch.Tensor:
         """``(H, W, 3) uint8`` -> ``(3, H, W) float32`` in [0, 1] on the device."""
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
-            shape = getattr(frame, "shape", type(frame).__name__)
-            raise ValueError(f"frames must be (H, W, 3) uint8 RGB arrays, got shape {shape}")
-        if frame.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8, got {frame.dtype}")
+        check_frame(frame)
         if not frame.flags.writeable:  # torch.from_numpy warns on read-only (e.g. shm) arrays
             frame = frame.copy()
         # Upload uint8 (4x fewer bytes than float) and convert on the device.
@@ -225,8 +234,9 @@ def _class_ids(categories: tuple[str, ...], classes: Sequence[str] | None) -> np
     return np.array([i for i, c in enumerate(categories) if c in set(classes)], dtype=np.int64)
 
 
-def _set_input_size(model: nn.Module, input_size: int) -> None:
-    """Make the model's own transform resize frames to ``input_size`` (shorter side, pixels)."""
+def set_input_size(model: nn.Module, input_size: int) -> None:
+    """Make a torchvision detector's own transform resize frames to ``input_size`` (shorter side,
+    pixels; R-CNNs keep their ``max_size / min_size`` ratio, SSD gets a fixed square)."""
     transform = getattr(model, "transform", None)
     if transform is None:
         raise ValueError(f"{type(model).__name__} has no resize transform to set input_size on")

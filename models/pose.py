@@ -11,23 +11,24 @@ Two families:
 - **OpenPifPaf** (package ``openpifpaf-vita``, an optional extra: AGPL): checkpoints
   ``shufflenetv2k16``, ``shufflenetv2k30``, ``resnet50`` (the ``openpifpaf_*`` weights
   entries). The network (base net + CIF/CAF heads) runs on any backend of
-  :mod:`models.backends`; openpifpaf's CifCaf decoder (C++ extension) turns the fields into
+  :mod:`models.runtime`; openpifpaf's CifCaf decoder (C++ extension) turns the fields into
   poses. Without a checkpoint file the network is built from scratch with random weights
   (shape and flow are right, poses are noise). Frames are resized so the longer side is
   ``input_size`` (default 641) and padded to a multiple of 16 plus 1, as openpifpaf does.
 - **Keypoint R-CNN** (``keypointrcnn_resnet50_fpn``, torchvision): the fallback, always there.
   Its keypoint scores are logits; they are mapped to [0, 1] with a sigmoid.
 
-The openpifpaf import is guarded: :func:`openpifpaf_status` says why it is unusable (not
-installed, compiled against another torch, matplotlib too new...) and asking for an OpenPifPaf
-model then raises :class:`PoseUnavailable` with that reason; importing vigil never fails.
+The openpifpaf import is guarded: :func:`models.runtime.optional.openpifpaf_status` says why
+it is unusable (not installed, compiled against another torch, matplotlib too new...) and
+asking for an OpenPifPaf model then raises :class:`PoseUnavailable` with that reason;
+importing vigil never fails.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,16 @@ import torch
 from torch import nn
 
 from models import weights as weights_registry
-from models.backends import BackendOptions, FrameUploader, accelerate, accelerate_backbone
 from models.coco17 import COCO17_KEYPOINTS
+from models.detection import build_weighted, set_input_size
 from models.gpu_ops import batch_chunks
 from models.ops import IMAGENET_MEAN, IMAGENET_STD
-from models.perception import StrideSchedule, group_by_size
+from models.perception.base import StridedStage, StrideSchedule, init_kwargs
 from models.results import Detections, Poses
+from models.runtime.accelerate import accelerate, accelerate_backbone
+from models.runtime.optional import import_openpifpaf, openpifpaf_status
+from models.runtime.options import BackendOptions
+from models.runtime.upload import FrameUploader
 
 LOG = logging.getLogger(__name__)
 
@@ -78,13 +83,7 @@ def pose_models() -> list[str]:
     return ["openpifpaf", *OPENPIFPAF_CHECKPOINTS, KEYPOINT_RCNN]
 
 
-def openpifpaf_status() -> str | None:
-    """None if openpifpaf imports, else the reason (one line). Cached after the first call."""
-    _, reason = _import_openpifpaf()
-    return reason
-
-
-class PoseEstimator:
+class PoseEstimator(StridedStage[PoseResult]):
     """Human poses with OpenPifPaf or Keypoint R-CNN, on any backend.
 
     Args:
@@ -129,8 +128,7 @@ class PoseEstimator:
         if input_size is not None and input_size < 32:
             raise ValueError(f"input_size must be >= 32 pixels, got {input_size}")
         self.device = torch.device(device)
-        opts = backend if isinstance(backend, BackendOptions) else BackendOptions(backend=backend)
-        self.backend = BackendOptions(**{**opts.__dict__, "device": str(self.device)})
+        self.backend = BackendOptions.on_device(backend, self.device)
         self.score_threshold = float(score_threshold)
         self.max_poses = int(max_poses)
         self.schedule = StrideSchedule(stride)
@@ -151,62 +149,35 @@ class PoseEstimator:
         self.family = self._impl.family
         self.description = f"{model} ({self.backend.backend}): {self._impl.description}{self.note}"
 
+    @classmethod
+    def from_config(cls, section: Any, *, device: str, backend: BackendOptions) -> PoseEstimator:
+        """From the ``pose`` config section (``pipeline.config.PoseConfig``), on ``backend``."""
+        return cls(**init_kwargs(cls, section, device=device, backend=backend))
+
     @property
     def class_names(self) -> tuple[str, ...]:
         """Names for the ``class_id`` of the person boxes (1 = person)."""
         return PERSON_CLASS_NAMES
 
-    def __call__(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[Poses]:
-        """One :class:`Poses` per frame (see :meth:`estimate`)."""
-        return [r.poses for r in self.estimate(frames, stream_ids)]
+    #: ``estimate(frames, stream_ids=None)``: one :class:`PoseResult` per frame (poses and
+    #: their person boxes, sorted by score, descending); ``stage(frames)`` gives the poses.
+    estimate = StridedStage.run
 
-    def estimate(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[PoseResult]:
-        """Poses and their person boxes for a batch of ``(H, W, 3) uint8 RGB`` frames.
-
-        Args:
-            frames: sizes may differ (frames are grouped by size and batched per group).
-            stream_ids: one key per frame for the stride schedule (None: one stream).
-
-        Returns:
-            One :class:`PoseResult` per frame, poses sorted by score (descending).
-        """
-        return self.schedule.run(frames, stream_ids, self._infer)
+    def output(self, result: PoseResult) -> Poses:
+        return result.poses
 
     def __repr__(self) -> str:
         return (f"PoseEstimator(model={self.model_name!r}, backend={self.backend.backend!r}, "
                 f"stride={self.schedule.stride})")  # fmt: skip
 
-    def _infer(self, frames: Sequence[np.ndarray]) -> list[PoseResult]:
-        out: list[PoseResult | None] = [None] * len(frames)
-        for idx in group_by_size(frames):
-            for i, (kp, score, boxes) in zip(idx, self._impl([frames[i] for i in idx])):
-                keep = score >= self.score_threshold
-                order = np.argsort(-score[keep], kind="stable")[: self.max_poses]
-                box = None if boxes is None else boxes[keep][order]
-                out[i] = _result(kp[keep][order], score[keep][order], box)
-        return out  # type: ignore[return-value]
-
-
-def pose_estimator_from_config(cfg: Any, device: str) -> PoseEstimator:
-    """Build from a ``pose`` config mapping (see ``pipeline.config.PoseConfig``)."""
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
-    backend = get("backend")
-    return PoseEstimator(
-        model=get("model", "shufflenetv2k16"),
-        weights=str(get("weights", "auto")),
-        device=device,
-        input_size=get("input_size"),
-        stride=int(get("stride", 1) or 1),
-        score_threshold=float(get("score_threshold", 0.1)),
-        max_poses=int(get("max_poses", 50)),
-        backend=backend if backend is not None else "eager",
-        fallback=get("fallback", KEYPOINT_RCNN),
-        seed=int(get("seed", 0) or 0),
-    )
+    def infer_group(self, frames: Sequence[np.ndarray]) -> list[PoseResult]:
+        out = []
+        for kp, score, boxes in self._impl(frames):
+            keep = score >= self.score_threshold
+            order = np.argsort(-score[keep], kind="stable")[: self.max_poses]
+            box = None if boxes is None else boxes[keep][order]
+            out.append(_result(kp[keep][order], score[keep][order], box))
+        return out
 
 
 # --- implementations ----------------------------------------------------------------------
@@ -231,14 +202,9 @@ class _KeypointRcnn(_PoseImpl):
     def __init__(
         self, model: str, weights: str, input_size: int | None, opts: BackendOptions, seed: int
     ) -> None:
-        entry = weights_registry.get(model)
-        resolved = weights_registry.resolve(entry, weights)
-        net = entry.build(seed=seed)
-        weights_registry.load_weights(net, resolved, name=entry.name)
+        net, resolved = build_weighted(weights_registry.get(model), weights, seed)
         if input_size is not None:
-            ratio = net.transform.max_size / max(net.transform.min_size)
-            net.transform.min_size = (int(input_size),)
-            net.transform.max_size = round(int(input_size) * ratio)
+            set_input_size(net, int(input_size))
         net.roi_heads.score_thresh = 0.05  # PoseEstimator applies its own threshold
         size = int(max(net.transform.min_size))
         accelerate_backbone(net, torch.rand(1, 3, size, size * 4 // 3), name=model, options=opts)
@@ -267,7 +233,7 @@ class _OpenPifPaf(_PoseImpl):
     def __init__(
         self, name: str, weights: str, input_size: int | None, opts: BackendOptions, seed: int
     ) -> None:
-        openpifpaf, _ = _import_openpifpaf()
+        openpifpaf, _ = import_openpifpaf()
         self.opp = openpifpaf
         entry = weights_registry.get(f"openpifpaf_{name}")
         net, self.description = _load_openpifpaf_net(openpifpaf, entry, weights, seed)
@@ -363,7 +329,7 @@ def build_openpifpaf_net(
     Raises:
         PoseUnavailable: openpifpaf does not import.
     """
-    openpifpaf, reason = _import_openpifpaf()
+    openpifpaf, reason = import_openpifpaf()
     if openpifpaf is None:
         raise PoseUnavailable(f"OpenPifPaf unavailable: {reason}")
     head_metas = openpifpaf.plugins.coco.CocoKp().head_metas
@@ -378,38 +344,6 @@ def build_openpifpaf_net(
 
 
 # --- internals ----------------------------------------------------------------------------
-
-_OPENPIFPAF: tuple[Any, str | None] | None = None
-
-
-def _import_openpifpaf() -> tuple[Any, str | None]:
-    """``(module, None)`` or ``(None, reason)``; never raises; logs the reason once.
-
-    openpifpaf-vita 0.14.2 calls ``matplotlib.cm.get_cmap``, removed in matplotlib 3.9; when
-    matplotlib is newer, the old name is pointed at ``matplotlib.colormaps.get_cmap`` first.
-    """
-    global _OPENPIFPAF
-    if _OPENPIFPAF is not None:
-        return _OPENPIFPAF
-    try:
-        try:
-            import matplotlib
-            import matplotlib.cm
-
-            if not hasattr(matplotlib.cm, "get_cmap"):
-                matplotlib.cm.get_cmap = matplotlib.colormaps.get_cmap  # type: ignore[attr-defined]
-        except ImportError:
-            pass  # openpifpaf imports matplotlib lazily in the parts vigil uses
-        import openpifpaf
-
-        _OPENPIFPAF = (openpifpaf, None)
-    except Exception as exc:  # ImportError, or a broken build (undefined symbol, ABI)
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        reason = f"openpifpaf does not import ({type(exc).__name__}: {text}); install the "
-        reason += "'pose' extra: pip install --no-build-isolation openpifpaf-vita==0.14.2"
-        LOG.warning("%s", reason)
-        _OPENPIFPAF = (None, reason)
-    return _OPENPIFPAF
 
 
 def _load_openpifpaf_net(

@@ -36,6 +36,21 @@ def _check_aligned(n: int, **arrays: np.ndarray | None) -> None:
             raise ValueError(f"{name} has {len(arr)} rows but there are {n} items")
 
 
+def _to_wire(prefix: str, **arrays: np.ndarray | None) -> dict[str, np.ndarray]:
+    """``{"prefix.name": array}`` in argument order, arrays that are None left out."""
+    return {f"{prefix}.{name}": arr for name, arr in arrays.items() if arr is not None}
+
+
+def _from_wire(
+    arrays: dict[str, np.ndarray], prefix: str, required: tuple[str, ...], optional: str
+) -> list[np.ndarray | None] | None:
+    """The ``required`` arrays then the ``optional`` one (None if absent) under ``prefix``;
+    None when the first required one is absent (the sender had no such result)."""
+    if f"{prefix}.{required[0]}" not in arrays:
+        return None
+    return [arrays[f"{prefix}.{n}"] for n in required] + [arrays.get(f"{prefix}.{optional}")]
+
+
 def _index(arr: np.ndarray | None, index: Any) -> np.ndarray | None:
     if arr is None:
         return None
@@ -110,25 +125,13 @@ class Detections:
         )
 
     def to_wire(self, prefix: str = "det") -> dict[str, np.ndarray]:
-        arrays = {
-            f"{prefix}.xyxy": self.xyxy,
-            f"{prefix}.score": self.score,
-            f"{prefix}.class_id": self.class_id,
-        }
-        if self.track_id is not None:
-            arrays[f"{prefix}.track_id"] = self.track_id
-        return arrays
+        return _to_wire(prefix, xyxy=self.xyxy, score=self.score, class_id=self.class_id,
+                        track_id=self.track_id)  # fmt: skip
 
     @classmethod
     def from_wire(cls, arrays: dict[str, np.ndarray], prefix: str = "det") -> Detections:
-        if f"{prefix}.xyxy" not in arrays:
-            return cls.empty()
-        return cls(
-            arrays[f"{prefix}.xyxy"],
-            arrays[f"{prefix}.score"],
-            arrays[f"{prefix}.class_id"],
-            arrays.get(f"{prefix}.track_id"),
-        )
+        fields = _from_wire(arrays, prefix, ("xyxy", "score", "class_id"), "track_id")
+        return cls.empty() if fields is None else cls(*fields)
 
 
 @dataclass
@@ -183,20 +186,12 @@ class Poses:
         )
 
     def to_wire(self, prefix: str = "pose") -> dict[str, np.ndarray]:
-        arrays = {f"{prefix}.keypoints": self.keypoints, f"{prefix}.score": self.score}
-        if self.track_id is not None:
-            arrays[f"{prefix}.track_id"] = self.track_id
-        return arrays
+        return _to_wire(prefix, keypoints=self.keypoints, score=self.score, track_id=self.track_id)
 
     @classmethod
     def from_wire(cls, arrays: dict[str, np.ndarray], prefix: str = "pose") -> Poses:
-        if f"{prefix}.keypoints" not in arrays:
-            return cls.empty()
-        return cls(
-            arrays[f"{prefix}.keypoints"],
-            arrays[f"{prefix}.score"],
-            arrays.get(f"{prefix}.track_id"),
-        )
+        fields = _from_wire(arrays, prefix, ("keypoints", "score"), "track_id")
+        return cls.empty() if fields is None else cls(*fields)
 
 
 @dataclass

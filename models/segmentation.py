@@ -21,7 +21,7 @@ between (per ``stream_ids`` key), since scene layout changes slowly compared wit
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,13 @@ import torch
 from torch import nn
 
 from models import weights as weights_registry
-from models.backends import BackendOptions, FrameUploader, accelerate, accelerate_backbone
+from models.detection import build_weighted, set_input_size
 from models.ops import match_boxes
-from models.perception import StrideSchedule, group_by_size
+from models.perception.base import StridedStage, StrideSchedule, init_kwargs
 from models.results import Detections, Masks
+from models.runtime.accelerate import accelerate, accelerate_backbone
+from models.runtime.options import BackendOptions
+from models.runtime.upload import FrameUploader
 
 SEMANTIC_MODELS: tuple[str, ...] = (
     "lraspp_mobilenet_v3_large",
@@ -59,8 +62,8 @@ class Segmentation:
     detections: Detections | None = None
 
 
-class Segmenter:
-    """Semantic or instance segmentation with any backend of :mod:`models.backends`.
+class Segmenter(StridedStage[Segmentation]):
+    """Semantic or instance segmentation with any backend of :mod:`models.runtime`.
 
     Args:
         model: a ``segmentation`` entry of the weights registry (see module docstring).
@@ -110,12 +113,9 @@ class Segmenter:
         self.mask_threshold = float(mask_threshold)
         self.max_instances = int(max_instances)
         self.schedule = StrideSchedule(stride)
-        opts = backend if isinstance(backend, BackendOptions) else BackendOptions(backend=backend)
-        self.backend = BackendOptions(**{**opts.__dict__, "device": str(self.device)})
+        self.backend = BackendOptions.on_device(backend, self.device)
 
-        resolved = weights_registry.resolve(entry, weights)
-        net = entry.build(seed=seed)
-        weights_registry.load_weights(net, resolved, name=entry.name)
+        net, resolved = build_weighted(entry, weights, seed)
         self.description = f"{entry.name} ({self.backend.backend}): {resolved.description}"
         self.weights_source = resolved.source
         if self.kind == "semantic":
@@ -132,9 +132,7 @@ class Segmenter:
             net.roi_heads.score_thresh = self.score_threshold
             net.roi_heads.detections_per_img = self.max_instances
             if input_size is not None:
-                ratio = net.transform.max_size / max(net.transform.min_size)
-                net.transform.min_size = (int(input_size),)
-                net.transform.max_size = round(int(input_size) * ratio)
+                set_input_size(net, int(input_size))
             size = int(max(net.transform.min_size))
             accelerate_backbone(
                 net, torch.rand(1, 3, size, size * 4 // 3), name=entry.name, options=self.backend
@@ -142,30 +140,23 @@ class Segmenter:
             self.core = net.eval().to(self.device)
             self.uploader = FrameUploader(str(self.device))
 
+    @classmethod
+    def from_config(cls, section: Any, *, device: str, backend: BackendOptions) -> Segmenter:
+        """From the ``segment`` config section (``pipeline.config.SegmentConfig``), on
+        ``backend``."""
+        return cls(**init_kwargs(cls, section, device=device, backend=backend))
+
     @property
     def class_names(self) -> tuple[str, ...]:
         """Names indexed by semantic class values / instance ``class_id``."""
         return self.entry.categories
 
-    def __call__(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[Masks]:
-        """One :class:`Masks` per frame (see :meth:`segment`)."""
-        return [s.masks for s in self.segment(frames, stream_ids)]
+    #: ``segment(frames, stream_ids=None)``: one :class:`Segmentation` per frame, masks at
+    #: that frame's size; ``stage(frames)`` gives the masks.
+    segment = StridedStage.run
 
-    def segment(
-        self, frames: Sequence[np.ndarray], stream_ids: Sequence[Hashable] | None = None
-    ) -> list[Segmentation]:
-        """Segment a batch of frames.
-
-        Args:
-            frames: ``(H, W, 3) uint8 RGB``; sizes may differ.
-            stream_ids: one key per frame for the stride schedule (None: one stream).
-
-        Returns:
-            One :class:`Segmentation` per frame, masks at that frame's size.
-        """
-        return self.schedule.run(frames, stream_ids, self._infer)
+    def output(self, result: Segmentation) -> Masks:
+        return result.masks
 
     def __repr__(self) -> str:
         return (f"Segmenter(model={self.entry.name!r}, kind={self.kind!r}, "
@@ -173,14 +164,8 @@ class Segmenter:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _infer(self, frames: Sequence[np.ndarray]) -> list[Segmentation]:
-        out: list[Segmentation | None] = [None] * len(frames)
-        for idx in group_by_size(frames):
-            group = [frames[i] for i in idx]
-            results = self._semantic(group) if self.kind == "semantic" else self._instance(group)
-            for i, r in zip(idx, results):
-                out[i] = r
-        return out  # type: ignore[return-value]
+    def infer_group(self, frames: Sequence[np.ndarray]) -> list[Segmentation]:
+        return self._semantic(frames) if self.kind == "semantic" else self._instance(frames)
 
     def _semantic(self, frames: Sequence[np.ndarray]) -> list[Segmentation]:
         h, w = frames[0].shape[:2]
@@ -251,20 +236,3 @@ def _shorter_side_to(h: int, w: int, size: int) -> tuple[int, int]:
     """``(h', w')`` with the shorter side ``size`` and the aspect ratio kept."""
     scale = size / min(h, w)
     return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def segmenter_from_config(cfg: Any, device: str) -> Segmenter:
-    """Build from a ``segment`` config mapping (see ``pipeline.config.SegmentConfig``)."""
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
-    backend = get("backend")
-    return Segmenter(
-        model=get("model", "lraspp_mobilenet_v3_large"),
-        weights=str(get("weights", "auto")),
-        device=device,
-        input_size=get("input_size"),
-        stride=int(get("stride", 1) or 1),
-        score_threshold=float(get("score_threshold", 0.5)),
-        mask_threshold=float(get("mask_threshold", 0.5)),
-        backend=backend if backend is not None else "eager",
-        seed=int(get("seed", 0) or 0),
-    )

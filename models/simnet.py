@@ -38,7 +38,7 @@ from torch import nn
 
 from models import weights as weights_registry
 from models.coco17 import COCO17_KEYPOINTS, FLIP_INDEX
-from models.detection import nms_detections
+from models.detection import check_detector_args, nms_detections
 from models.ops import letterbox
 from models.results import Detections, Masks, Poses
 from models.weights import PACKS, WeightsEntry, WeightsError
@@ -104,12 +104,7 @@ class SimPerception:
         input_size: int | None = None,
         max_detections: int = 50,
     ) -> None:
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        if not 0.0 <= iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-        if max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+        check_detector_args(score_threshold, iou_threshold, max_detections)
         if input_size is not None and input_size < 64:
             raise ValueError(f"input_size must be >= 64 pixels, got {input_size}")
         if classes is not None:

@@ -11,12 +11,19 @@ interface or host name) needs its protection:
 Without it the run is refused before anything starts (:class:`ExposureError`, one line; the
 CLI exits 2), unless ``runtime.insecure`` (``--insecure``) is set, and then a warning is logged
 for each unprotected endpoint. ``ipc://`` and ``inproc://`` endpoints are local by nature.
+
+:class:`HttpAccess` applies the HTTP side per request: the ``Host`` check against DNS rebinding
+and the token (header, query or session cookie).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
+from collections.abc import Sequence
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ log = logging.getLogger(__name__)
 HTTP_KEY = "runtime.http_token_file"
 CURVE_KEY = "publish.curve_secret_key_file"
 MAX_TOKEN_BYTES = 4096
+SESSION_COOKIE = "vigil_session"
 
 
 class ExposureError(Exception):
@@ -114,3 +122,85 @@ def read_token(path: str | Path) -> str:
             "without white space"
         )
     return token
+
+
+class HttpAccess:
+    """Who may use the HTTP endpoint: the ``Host`` check and the optional token.
+
+    - ``Host``: the bound host, ``localhost``, ``127.0.0.1``, ``::1``, the names in
+      ``allowed_hosts``, and any IP literal are accepted (DNS rebinding needs a name the
+      attacker controls, so an IP literal cannot be one); anything else is 403. A request
+      without ``Host`` (HTTP/1.0 tools; every browser sends one) is accepted.
+    - ``token`` (``runtime.http_token_file``): ``Authorization: Bearer TOKEN``, or
+      ``?token=TOKEN`` on any URL, or the session cookie that ``/?token=TOKEN`` sets
+      (HttpOnly, SameSite=Strict) before redirecting to ``/``: the viewer's ``<img>`` and
+      ``EventSource`` requests cannot send headers, but send the cookie.
+    """
+
+    def __init__(
+        self,
+        *,
+        bound_host: str = "127.0.0.1",
+        allowed_hosts: Sequence[str] = (),
+        token: str | None = None,
+    ) -> None:
+        names = {"localhost", "127.0.0.1", "::1", bound_host, *allowed_hosts}
+        self.allowed_hosts = frozenset(_host_name(n) for n in names if n)
+        self.token = token or None
+        self.session = (
+            hmac.new(self.token.encode(), b"vigil viewer session", hashlib.sha256).hexdigest()
+            if self.token
+            else None
+        )
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request with this ``Host`` header may be served (see the class doc)."""
+        if header is None:
+            return True
+        name = _host_name(header)
+        if name in self.allowed_hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    def authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
+        """Whether the request carries the token (header, query or session cookie)."""
+        if self.token is None:
+            return True
+        auth = headers.get("Authorization") or ""
+        if auth[:7].lower() == "bearer " and _same(auth[7:].strip(), self.token):
+            return True
+        if any(_same(t, self.token) for t in query.get("token", [])):
+            return True
+        return self.session is not None and _same(_cookie(headers, SESSION_COOKIE), self.session)
+
+    def session_cookie(self) -> str:
+        """The ``Set-Cookie`` value that lets a browser in without the token in its URLs."""
+        return f"{SESSION_COOKIE}={self.session}; Path=/; HttpOnly; SameSite=Strict"
+
+
+def _host_name(value: str) -> str:
+    """``Host`` header or host -> the lower-case name without port or brackets."""
+    host = value.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        return host[1 : host.find("]")] if "]" in host else host[1:]
+    if host.count(":") == 1:  # name:port (several ":" is a bare IPv6 address)
+        host = host.rsplit(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _cookie(headers: Any, name: str) -> str | None:
+    jar = SimpleCookie()
+    try:
+        jar.load(headers.get("Cookie") or "")
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None

@@ -14,24 +14,18 @@ status 2 and one line on stderr; a failed stage exits 1 with the stage's traceba
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import commands
+from pipeline.commands import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from pipeline.logs import say, setup_logging
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
-
-log = logging.getLogger("vigil")
-
-
-class UserError(Exception):
-    """Bad input or set-up: printed as one line, exit status 2."""
+#: One flag of a subcommand: its name(s), then ``add_argument``'s keyword arguments.
+Flag = tuple[str | tuple[str, ...], dict[str, Any]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,30 +49,139 @@ def quiet_ffmpeg(log_level: str) -> None:
         logging.getLogger("libav").setLevel(logging.CRITICAL)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vigil",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `vigil COMMAND --help` for a command's options. Docs: README.md.",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity",
-    )
-    parser.add_argument(
-        "--log-json",
-        action="store_true",
-        help="structured logs: one JSON object per line on stderr (default: human-readable)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+    """Add ``flags`` (see :data:`Flag`) to ``parser``, in order."""
+    for names, kwargs in flags:
+        parser.add_argument(*((names,) if isinstance(names, str) else names), **kwargs)
 
-    p = sub.add_parser(
-        "process",
-        help="process a video file, or a batch archive of many",
-        description="Process one video file: detect objects in every frame, "
+
+def _opt(text: str, **kwargs: Any) -> dict[str, Any]:
+    return {"help": text, **kwargs}
+
+
+def _switch(text: str) -> dict[str, Any]:
+    return {"action": "store_true", "help": text}
+
+
+_OVERWRITE = _switch(
+    "delete a previous run's outputs in --out (default: move them to OUT/previous/N/)"
+)
+_NO_PROGRESS = _switch("no progress bar")
+
+#: The flags of ``process`` and ``run``: each one overrides a config key (see
+#: ``_overrides`` in :mod:`pipeline.commands`).
+RUN_FLAGS: list[Flag] = [
+    ("--out", _opt("output folder (default: config's output.dir)", type=Path)),
+    ("--stream-id", _opt("stream name used in events (default: cam1)")),
+    ("--events", _opt("publish events on this ZeroMQ PUB endpoint, e.g. tcp://127.0.0.1:5555")),
+    ("--frames", _opt("publish annotated JPEG frames on this ZeroMQ endpoint")),
+    ("--replay", _opt(
+        "serve replay/snapshot requests on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5556")),
+    ("--journal", _opt("event journal file (default: OUT/events.journal.sqlite)")),
+    ("--no-journal", _switch("keep no event journal")),
+    ("--wait-subscribers", _opt(
+        "before publishing, wait (up to 10 s) for this many event subscribers", type=int)),
+    ("--model", _opt(
+        "detector name (see `vigil models list`; default auto: the light one on a CPU, "
+        "the stronger one on CUDA)")),
+    ("--weights", _opt(
+        "auto (default: cached, else downloaded on first use) | pretrained | none "
+        "(random weights) | PATH to weights")),
+    ("--score-threshold", _opt("minimum detection score, 0-1", type=float)),
+    ("--iou-threshold", _opt("NMS IoU threshold, 0-1", type=float)),
+    ("--classes", _opt("comma-separated class names to keep, e.g. person,car")),
+    ("--device", _opt("auto | cpu | cuda | cuda:N")),
+    ("--no-video", _switch("do not write annotated.mp4")),
+    ("--no-progress", _NO_PROGRESS),
+    ("--mode", _opt(
+        "batch: every frame; live: latest frame wins (auto: live for cameras)",
+        choices=["auto", "batch", "live"])),
+    ("--duration", _opt("stop after this many seconds (exit 0)", type=float)),
+    ("--control", _opt("serve `vigil streams` requests on this ZeroMQ endpoint")),
+    ("--http", _opt(
+        "serve the live viewer (/), Prometheus metrics (/metrics), /healthz and /readyz "
+        "on this address (HOST defaults to 127.0.0.1; off by default)", metavar="[HOST:]PORT")),
+    ("--loop", _switch(
+        "files: start over at the end, forever (a stand-in camera; stop with Ctrl-C or "
+        "--duration)")),
+    ("--overwrite", _OVERWRITE),
+    ("--insecure", _switch(
+        "allow --http beyond loopback without runtime.http_token_file, and ZeroMQ "
+        "endpoints beyond loopback without publish.curve_secret_key_file (logs a warning)")),
+]  # fmt: skip
+
+PROCESS_FLAGS: list[Flag] = [
+    ("input", _opt(
+        "video file(s), folder(s) (recursive, by video extension), glob(s) or @list.txt "
+        "(one per line)", nargs="+")),
+    ("--config", _opt("YAML config to start from (default: built-in)", type=Path)),
+    *RUN_FLAGS,
+    ("--workers", _opt(
+        "archive: files processed at once (worker processes or Ray actors; default 1)",
+        type=int)),
+    ("--engine", _opt(
+        "archive: local worker processes (default) or Ray actors (pip install 'vigil[ray]')",
+        choices=["local", "ray"])),
+    ("--ray-address", _opt("archive: Ray cluster to join (default: start a local Ray)")),
+]  # fmt: skip
+
+DEMO_FLAGS: list[Flag] = [
+    ("--out", _opt("output folder", type=Path, default=Path("out/demo"))),
+    ("--events", _opt("also publish events on this ZeroMQ endpoint")),
+    ("--frames", _opt("also publish annotated JPEG frames on this endpoint")),
+    ("--no-progress", _NO_PROGRESS),
+    ("--overwrite", _OVERWRITE),
+    ("--model", _opt(
+        "detector (default: the config's, or simnet when its pretrained weights are not "
+        "cached)")),
+]  # fmt: skip
+
+SUBSCRIBE_FLAGS: list[Flag] = [
+    ("endpoint", _opt("e.g. tcp://127.0.0.1:5555")),
+    ("--replay", _opt(
+        "the publisher's replay endpoint: resume without loss, e.g. tcp://127.0.0.1:5556")),
+    ("--from-seq", _opt(
+        "print events after this seq (needs --replay; default: open state, then live)",
+        type=int, default=None)),
+    ("--server-key", _opt("the publisher's CURVE public certificate file")),
+    ("--client-key", _opt("this client's CURVE secret certificate file")),
+    ("--type", _opt(
+        "only this event type (prefix match, repeatable), e.g. --type track.",
+        action="append", default=[])),
+    ("--stream", _opt("only events of this stream id")),
+    ("--count", _opt("exit after this many events", type=int)),
+    ("--timeout", _opt("exit after this many seconds without an event", type=float)),
+]  # fmt: skip
+
+REPLAY_FLAGS: list[Flag] = [
+    ("journal", _opt("journal file, e.g. out/events.journal.sqlite", type=Path)),
+    ("--from-seq", _opt("print events after this seq", type=int, default=0)),
+    ("--type", _opt(
+        "only this event type (prefix, repeatable)", action="append", default=[])),
+    ("--count", _opt("print at most this many events", type=int)),
+]  # fmt: skip
+
+MODELS_FLAGS: list[Flag] = [
+    ("action", _opt("list the registry, or fetch NAME", choices=["list", "fetch"])),
+    ("name", _opt("model to fetch", nargs="?")),
+]
+
+STREAMS_FLAGS: list[Flag] = [
+    ("action", _opt("what to do", choices=["add", "remove", "list"])),
+    ("uri", _opt("add: the stream's URI (camera, file, image folder)", nargs="?")),
+    ("--control", _opt("the control endpoint, e.g. tcp://127.0.0.1:5560", required=True)),
+    ("--stream-id", _opt("add/remove: the stream id")),
+    ("--timeout", _opt("seconds to wait for the reply", type=float, default=5.0)),
+    ("--server-key", _opt("CURVE: the public certificate of vigil's server key")),
+    ("--client-key", _opt(
+        "CURVE: this client's secret certificate (with curve_clients_dir)")),
+]  # fmt: skip
+
+#: The subcommands, in ``--help`` order: name, ``add_parser`` keywords, flags, handler.
+COMMANDS: list[tuple[str, dict[str, Any], list[Flag], Callable[[argparse.Namespace], int]]] = [
+    ("process", {
+        "help": "process a video file, or a batch archive of many",
+        "description": "Process one video file: detect objects in every frame, "
         "write DIR/annotated.mp4 and DIR/events.jsonl, and optionally publish "
         "events and annotated frames over ZeroMQ.\n\n"
         "Several INPUTs (or a folder, glob or @list.txt) make a batch archive: each video "
@@ -86,620 +189,64 @@ def build_parser() -> argparse.ArgumentParser:
         "(status done | failed | skipped, frames, duration_s, events, error, output, size, "
         "mtime_ns). Re-running the same command skips inputs already done with the same size "
         "and mtime and retries failed ones.",
-        epilog="exit status: 0 all inputs done (or skipped); 1 a stage failed, or (archive) "
+        "epilog": "exit status: 0 all inputs done (or skipped); 1 a stage failed, or (archive) "
         "at least one input failed (see DIR/manifest.jsonl); 2 bad usage, config or input "
         "(one file), or --engine ray without Ray; 130 interrupted (archive: rerun to resume).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "input",
-        nargs="+",
-        help="video file(s), folder(s) (recursive, by video extension), glob(s) or @list.txt "
-        "(one per line)",
-    )
-    p.add_argument("--config", type=Path, help="YAML config to start from (default: built-in)")
-    _add_run_flags(p)
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="archive: files processed at once (worker processes or Ray actors; default 1)",
-    )
-    p.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        help="archive: local worker processes (default) or Ray actors (pip install 'vigil[ray]')",
-    )
-    p.add_argument(
-        "--ray-address", help="archive: Ray cluster to join (default: start a local Ray)"
-    )
-    p.set_defaults(func=cmd_process)
-
-    r = sub.add_parser(
-        "run",
-        help="run a YAML config",
-        description="Run the pipeline described by a YAML config "
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }, PROCESS_FLAGS, commands.cmd_process),
+    ("run", {
+        "help": "run a YAML config",
+        "description": "Run the pipeline described by a YAML config "
         "(see configs/). Flags override the file.",
-    )
-    r.add_argument("config", type=Path, help="YAML config file")
-    _add_run_flags(r)
-    r.set_defaults(func=cmd_run)
-
-    d = sub.add_parser(
-        "demo",
-        help="offline demo on a synthetic sample video",
-        description="Make the synthetic sample video (once, cached) and run "
+    }, [("config", _opt("YAML config file", type=Path)), *RUN_FLAGS], commands.cmd_run),
+    ("demo", {
+        "help": "offline demo on a synthetic sample video",
+        "description": "Make the synthetic sample video (once, cached) and run "
         "configs/demo.yaml on it; outputs go to --out (default out/demo).",
-    )
-    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
-    d.add_argument("--events", help="also publish events on this ZeroMQ endpoint")
-    d.add_argument("--frames", help="also publish annotated JPEG frames on this endpoint")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
-    d.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete a previous run's outputs in --out (default: move them to OUT/previous/N/)",
-    )
-    d.add_argument(
-        "--model",
-        help="detector (default: the config's, or simnet when its "
-        "pretrained weights are not cached)",
-    )
-    d.set_defaults(func=cmd_demo)
-
-    s = sub.add_parser(
-        "subscribe",
-        help="print events from a running vigil",
-        description="Connect to a vigil event endpoint and print each event as "
+    }, DEMO_FLAGS, commands.cmd_demo),
+    ("subscribe", {
+        "help": "print events from a running vigil",
+        "description": "Connect to a vigil event endpoint and print each event as "
         "one JSON line on stdout.",
-    )
-    s.add_argument("endpoint", help="e.g. tcp://127.0.0.1:5555")
-    s.add_argument(
-        "--replay",
-        help="the publisher's replay endpoint: resume without loss, e.g. tcp://127.0.0.1:5556",
-    )
-    s.add_argument(
-        "--from-seq",
-        type=int,
-        default=None,
-        help="print events after this seq (needs --replay; default: open state, then live)",
-    )
-    s.add_argument("--server-key", help="the publisher's CURVE public certificate file")
-    s.add_argument("--client-key", help="this client's CURVE secret certificate file")
-    s.add_argument(
-        "--type",
-        action="append",
-        default=[],
-        help="only this event type (prefix match, repeatable), e.g. --type track.",
-    )
-    s.add_argument("--stream", help="only events of this stream id")
-    s.add_argument("--count", type=int, help="exit after this many events")
-    s.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
-    s.set_defaults(func=cmd_subscribe)
-
-    rp = sub.add_parser(
-        "replay",
-        help="print events from an event journal",
-        description="Read an event journal (vigil's events.journal.sqlite) offline and print "
+    }, SUBSCRIBE_FLAGS, commands.cmd_subscribe),
+    ("replay", {
+        "help": "print events from an event journal",
+        "description": "Read an event journal (vigil's events.journal.sqlite) offline and print "
         "its events as JSON lines, in seq order.",
-    )
-    rp.add_argument("journal", type=Path, help="journal file, e.g. out/events.journal.sqlite")
-    rp.add_argument("--from-seq", type=int, default=0, help="print events after this seq")
-    rp.add_argument(
-        "--type", action="append", default=[], help="only this event type (prefix, repeatable)"
-    )
-    rp.add_argument("--count", type=int, help="print at most this many events")
-    rp.set_defaults(func=cmd_replay)
-
-    m = sub.add_parser(
-        "models",
-        help="the weights registry",
-        description="List registered models and whether their weights are "
+    }, REPLAY_FLAGS, commands.cmd_replay),
+    ("models", {
+        "help": "the weights registry",
+        "description": "List registered models and whether their weights are "
         "cached, or download one (checksum verified) into the cache.",
-    )
-    m.add_argument("action", choices=["list", "fetch"], help="list the registry, or fetch NAME")
-    m.add_argument("name", nargs="?", help="model to fetch")
-    m.set_defaults(func=cmd_models)
+    }, MODELS_FLAGS, commands.cmd_models),
+    ("streams", {
+        "help": "add, remove or list the streams of a running vigil",
+        "description": "Talk to a running vigil's control endpoint (runtime.control / "
+        "--control): add a stream, remove one, or list them with their state. Prints the JSON "
+        "reply.",
+    }, STREAMS_FLAGS, commands.cmd_streams),
+]  # fmt: skip
 
-    st = sub.add_parser(
-        "streams",
-        help="add, remove or list the streams of a running vigil",
-        description="Talk to a running vigil's control endpoint (runtime.control / --control): "
-        "add a stream, remove one, or list them with their state. Prints the JSON reply.",
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vigil",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `vigil COMMAND --help` for a command's options. Docs: README.md.",
     )
-    st.add_argument("action", choices=["add", "remove", "list"], help="what to do")
-    st.add_argument("uri", nargs="?", help="add: the stream's URI (camera, file, image folder)")
-    st.add_argument(
-        "--control", required=True, help="the control endpoint, e.g. tcp://127.0.0.1:5560"
-    )
-    st.add_argument("--stream-id", help="add/remove: the stream id")
-    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
-    st.add_argument(
-        "--server-key", help="CURVE: the public certificate of vigil's server key"
-    )
-    st.add_argument(
-        "--client-key", help="CURVE: this client's secret certificate (with curve_clients_dir)"
-    )
-    st.set_defaults(func=cmd_streams)
+    add_flags(parser, [
+        ("--log-level", _opt(
+            "log verbosity", default="warning", choices=["debug", "info", "warning", "error"])),
+        ("--log-json", _switch(
+            "structured logs: one JSON object per line on stderr (default: human-readable)")),
+    ])  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, kwargs, flags, func in COMMANDS:
+        p = sub.add_parser(name, **kwargs)
+        add_flags(p, flags)
+        p.set_defaults(func=func)
     return parser
-
-
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, help="output folder (default: config's output.dir)")
-    p.add_argument("--stream-id", help="stream name used in events (default: cam1)")
-    p.add_argument(
-        "--events", help="publish events on this ZeroMQ PUB endpoint, e.g. tcp://127.0.0.1:5555"
-    )
-    p.add_argument("--frames", help="publish annotated JPEG frames on this ZeroMQ endpoint")
-    p.add_argument(
-        "--replay",
-        help="serve replay/snapshot requests on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:5556",
-    )
-    p.add_argument("--journal", help="event journal file (default: OUT/events.journal.sqlite)")
-    p.add_argument("--no-journal", action="store_true", help="keep no event journal")
-    p.add_argument(
-        "--wait-subscribers",
-        type=int,
-        help="before publishing, wait (up to 10 s) for this many event subscribers",
-    )
-    p.add_argument(
-        "--model",
-        help="detector name (see `vigil models list`; default auto: the light one on a CPU, "
-        "the stronger one on CUDA)",
-    )
-    p.add_argument(
-        "--weights",
-        help="auto (default: cached, else downloaded on first use) | pretrained | none "
-        "(random weights) | PATH to weights",
-    )
-    p.add_argument("--score-threshold", type=float, help="minimum detection score, 0-1")
-    p.add_argument("--iou-threshold", type=float, help="NMS IoU threshold, 0-1")
-    p.add_argument("--classes", help="comma-separated class names to keep, e.g. person,car")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--mode",
-        choices=["auto", "batch", "live"],
-        help="batch: every frame; live: latest frame wins (auto: live for cameras)",
-    )
-    p.add_argument("--duration", type=float, help="stop after this many seconds (exit 0)")
-    p.add_argument("--control", help="serve `vigil streams` requests on this ZeroMQ endpoint")
-    p.add_argument(
-        "--http",
-        metavar="[HOST:]PORT",
-        help="serve the live viewer (/), Prometheus metrics (/metrics), /healthz and /readyz "
-        "on this address (HOST defaults to 127.0.0.1; off by default)",
-    )
-    p.add_argument(
-        "--loop",
-        action="store_true",
-        help="files: start over at the end, forever (a stand-in camera; stop with Ctrl-C or "
-        "--duration)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete a previous run's outputs in --out (default: move them to OUT/previous/N/)",
-    )
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="allow --http beyond loopback without runtime.http_token_file, and ZeroMQ "
-        "endpoints beyond loopback without publish.curve_secret_key_file (logs a warning)",
-    )
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    g = lambda name: getattr(args, name, None)  # noqa: E731
-    return {
-        "output.dir": str(g("out")) if g("out") else None,
-        "publish.events": g("events"),
-        "publish.frames": g("frames"),
-        "publish.replay": g("replay"),
-        "publish.journal": "off" if g("no_journal") else g("journal"),
-        "publish.wait_subscribers": g("wait_subscribers"),
-        "detect.model": g("model"),
-        "detect.weights": g("weights"),
-        "detect.score_threshold": g("score_threshold"),
-        "detect.iou_threshold": g("iou_threshold"),
-        "detect.classes": g("classes").split(",") if g("classes") else None,
-        "detect.device": g("device"),
-        "output.video": False if g("no_video") else None,
-        "runtime.progress": False if g("no_progress") else None,
-        "runtime.mode": g("mode"),
-        "runtime.duration_s": g("duration"),
-        "runtime.control": g("control"),
-        "runtime.http": g("http"),
-        "runtime.insecure": True if g("insecure") else None,
-        "output.existing": "overwrite" if g("overwrite") else None,
-    }
-
-
-def _load(config: Path | None, args: argparse.Namespace, input_uri: str | None = None) -> Any:
-    from pipeline.config import ConfigError, load_config
-
-    overrides = _overrides(args)
-    if input_uri is not None:
-        overrides["sources"] = [{"uri": input_uri, "stream_id": args.stream_id or "cam1"}]
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
-    for src in cfg.sources:
-        if getattr(args, "stream_id", None) and input_uri is None:
-            src.stream_id = args.stream_id
-        if getattr(args, "loop", False):
-            src.loop = True
-    return cfg
-
-
-def cmd_process(args: argparse.Namespace) -> int:
-    from pipeline import archive
-
-    specs = [args.input] if isinstance(args.input, str) else list(args.input)
-    if getattr(args, "engine", None) == "ray":
-        try:
-            archive.import_ray()
-        except archive.ArchiveError as exc:
-            raise UserError(str(exc)) from None
-    if archive.is_single_file(specs):
-        return _execute(_load(args.config, args, input_uri=specs[0]))
-    # Batch archive: each input is one file run in-process (see pipeline/archive.py).
-    cfg = _load(args.config, args)
-    live_only = {
-        "--events": cfg.publish.events,
-        "--frames": cfg.publish.frames,
-        "--replay": getattr(cfg.publish, "replay", None),
-        "--control": getattr(cfg.runtime, "control", None),
-        "--duration": getattr(cfg.runtime, "duration_s", None),
-        "--mode live": getattr(cfg.runtime, "mode", "batch") == "live",
-        "--http": cfg.runtime.http,
-        "--loop": any(src.loop for src in cfg.sources) or getattr(args, "loop", False),
-    }
-    used = [flag for flag, value in live_only.items() if value]
-    if used:
-        raise UserError(
-            f"{', '.join(used)}: not for a batch archive (it writes files, every frame)"
-        )
-    from pydantic import ValidationError
-
-    try:
-        for key in ("workers", "engine", "ray_address"):
-            if getattr(args, key, None) is not None:
-                setattr(cfg.archive, key, getattr(args, key))
-    except ValidationError as exc:
-        raise UserError(f"invalid --{key.replace('_', '-')}: {exc.errors()[0]['msg']}") from None
-    from models.weights import WeightsError
-
-    check_detector(cfg)
-    try:
-        inputs = archive.expand_inputs(
-            specs, out_dir=cfg.output.dir, extensions=cfg.archive.extensions
-        )
-        prepare_models(cfg)
-        summary = archive.run_archive(
-            cfg, inputs, cfg.output.dir, stream_id=getattr(args, "stream_id", None) or "cam1"
-        )
-    except (archive.ArchiveError, WeightsError) as exc:
-        raise UserError(str(exc)) from None
-    for rec in summary.records:
-        if rec["status"] == "failed":
-            where = "" if rec["path"] in (rec["error"] or "") else f"{rec['path']}: "
-            say(f"failed: {where}{rec['error']}", logging.ERROR)
-    say(archive.summary_line(summary, cfg.output.dir))
-    if summary.interrupted:
-        say("stopped on request; run the same command again to resume", logging.WARNING)
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if summary.failed else EXIT_OK
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    return _execute(_load(args.config, args))
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from models.weights import cache_dir
-    from stream.synthetic import demo_sample
-
-    video, gt = demo_sample(cache_dir() / "sample")
-    say(f"synthetic sample video {video} (ground truth {gt})", prefix="vigil demo")
-    args.config = DEMO_CONFIG
-    args.stream_id = "demo"
-    if args.model is None:
-        args.model = demo_model(DEMO_CONFIG)
-    return cmd_process(argparse.Namespace(**{**vars(args), "input": str(video)}))
-
-
-def demo_model(config: Path) -> str:
-    """The demo's detector: the config's COCO detector when its pretrained weights are cached,
-    else the project's ``sim`` pack (``simnet``, trained on the synthetic world)."""
-    from models import weights
-    from pipeline.config import load_config
-
-    model = load_config(config).detect.model
-    entry = weights.get(model)
-    if entry.path.is_file():
-        say(f"using {model} with its cached pretrained weights", prefix="vigil demo")
-        return model
-    say(
-        f"no pretrained weights cached for {model} (at {entry.path}); using the sim pack "
-        "(simnet, trained offline on the synthetic world by scripts/train_sim.py)",
-        prefix="vigil demo",
-    )
-    return "simnet"
-
-
-def _execute(cfg: Any) -> int:
-    from pipeline.access import ExposureError, check_exposure, read_token
-    from pipeline.graph.process import StageFailed
-    from pipeline.graph.supervisor import run_pipeline
-    from stream.sources import SourceError, probe_source
-
-    if not cfg.sources and not cfg.runtime.control:
-        raise UserError("no sources: give an INPUT, or list sources in the config")
-    check_detector(cfg)
-    try:
-        check_exposure(cfg, warn=False)  # nothing beyond loopback unprotected
-        if cfg.runtime.http and cfg.runtime.http_token_file:
-            read_token(cfg.runtime.http_token_file)
-    except ExposureError as exc:
-        raise UserError(str(exc)) from None
-    check_mqtt_files(cfg)
-    totals: int | None = 0
-    for src in cfg.sources:  # fail fast, in this process, on inputs that cannot be opened
-        try:
-            # None: a camera (down now: it is retried)
-            frames = probe_source(src.uri, max_pixels=src.max_pixels)
-        except SourceError as exc:
-            raise UserError(str(exc)) from None
-        if totals is not None:  # the bar has a total only when every source ends
-            totals = None if src.loop or not frames else totals + frames
-    _prepare_output(cfg, set_aside=False)
-    prepare_models(cfg)  # after the inputs: no download for a run that cannot start
-    _prepare_output(cfg, set_aside=True)
-    try:
-        summary = run_pipeline(cfg, progress_total=totals or None)
-    except StageFailed as exc:
-        if exc.user:
-            raise UserError(exc.message.split(": ", 1)[-1]) from None
-        say(f"error: {exc}\n{exc.traceback}".rstrip("\n"), logging.ERROR)
-        return EXIT_FAILED
-    out = cfg.output.dir
-    say(
-        f"{summary.frames} frames in {summary.seconds:.1f} s "
-        f"({summary.fps:.1f} frames/s), {summary.events} events"
-    )
-    if summary.detector:
-        say(f"detector {summary.detector}")
-    for sid, end in summary.streams.items():
-        if end["reason"] == "truncated":
-            say(
-                f"warning: stream {sid} truncated: read {end['frames_read']} frames "
-                f"before the break ({end['detail']}); all of them processed",
-                logging.WARNING,
-            )
-    written = [p for p in (out / "annotated.mp4", out / "events.jsonl") if p.exists()]
-    if written:
-        say("wrote " + ", ".join(str(p) for p in written))
-    if summary.interrupted:
-        say("stopped on request; every frame read was processed", logging.WARNING)
-    return EXIT_OK
-
-
-def check_detector(cfg: Any) -> None:
-    """UserError (exit 2) for an unknown ``detect.model``; needs no torch, no network."""
-    from models.catalog import check_model
-    from models.weights import WeightsError
-
-    try:
-        check_model(cfg.detect.model)
-    except WeightsError as exc:
-        raise UserError(str(exc)) from None
-
-
-def prepare_models(cfg: Any) -> None:
-    """Before any stage starts: pick the per-device default for ``detect.model: auto``, check a
-    weights path, and download missing pretrained weights here, with the progress bar on this
-    terminal. UserError (exit 2, one line) when that fails: offline, the message names the
-    file, its URL and the path to place it at. On success, one line says which detector was
-    picked and why (for ``auto``) and one line per file downloaded."""
-    from models import weights
-    from models.catalog import CUSTOM_PERCEIVERS, check_model, default_detector
-
-    det = cfg.detect
-    lines = []
-    try:
-        check_model(det.model)
-        if det.model == "auto":
-            det.model, why = default_detector(det.device)
-            lines.append(f"detector {det.model}: {why}")
-        wanted = [(det.model, det.weights)]
-        if cfg.segment.enabled:
-            wanted.append((cfg.segment.model, cfg.segment.weights))
-        for model, spec in wanted:
-            if model in CUSTOM_PERCEIVERS or model.lower() in ("none", "off"):
-                continue
-            entry = weights.get(model)
-            if spec not in ("auto", "pretrained", "none"):
-                path = Path(spec).expanduser()
-                if not path.is_file():
-                    raise weights.WeightsError(f"weights file not found: {path} (for {model})")
-            elif weights.needs_download(entry, spec):
-                log.info("downloading %s from %s", entry.file_name, weights.download_url(entry))
-                path = weights.fetch(entry)
-                size_mb = path.stat().st_size / 1e6
-                lines.append(f"downloaded {entry.file_name} ({size_mb:.1f} MB, sha256 "
-                             f"verified) to {path} (first use)")  # fmt: skip
-    except weights.WeightsError as exc:
-        raise UserError(str(exc)) from None
-    for line in lines:
-        say(line)
-
-
-def check_mqtt_files(cfg: Any) -> None:
-    """UserError (exit 2, one line) for an MQTT password or TLS file that cannot be read: the
-    publish stage reads them only once it runs, where a failure would be a crashed stage."""
-    mqtt = cfg.publish.mqtt
-    if mqtt is None:
-        return
-    for key in ("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
-        path = getattr(mqtt, key)
-        if path is None:
-            continue
-        try:
-            Path(path).expanduser().open("rb").close()
-        except OSError as exc:
-            raise UserError(f"publish.mqtt.{key}: cannot read {path}: {exc.strerror}") from None
-
-
-def _prepare_output(cfg: Any, *, set_aside: bool) -> None:
-    """Before anything starts: the output folder is writable and the journal sound; with
-    ``set_aside``, a previous run's outputs are kept or deleted (``output.existing``), which is
-    done last, once the models are ready, so a run that cannot start deletes nothing. See
-    :mod:`pipeline.outputs`."""
-    from pipeline import outputs
-
-    out = cfg.output.dir
-    note = None
-    try:
-        if set_aside:
-            note = outputs.set_aside_previous(out, cfg.output.existing)
-        else:
-            outputs.check_output_dir(out)
-            journal = outputs.journal_path(cfg.publish.journal, out)
-            if journal is not None:
-                outputs.check_journal(journal)
-    except outputs.OutputError as exc:
-        raise UserError(str(exc)) from None
-    if note:
-        say(note)
-
-
-def cmd_subscribe(args: argparse.Namespace) -> int:
-    from pipeline.config_runtime import check_endpoint
-    from stream.client import EventClient, PublisherDead
-
-    try:
-        for endpoint in (args.endpoint, args.replay):
-            if endpoint:
-                check_endpoint(endpoint)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if args.from_seq is not None and not args.replay:
-        raise UserError("--from-seq needs --replay ENDPOINT (the publisher's replay endpoint)")
-    try:
-        client = EventClient(
-            args.endpoint,
-            args.replay,
-            from_seq=args.from_seq,
-            types=args.type or None,
-            streams=[args.stream] if args.stream else None,
-            heartbeat_timeout_s=None,
-            curve_server_key=Path(args.server_key) if args.server_key else None,
-            curve_client_cert=args.client_key,
-        )
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot use the CURVE keys: {exc}") from None
-    seen = 0
-    try:
-        while args.count is None or seen < args.count:
-            try:
-                event = client.recv(timeout_s=args.timeout)
-            except PublisherDead as exc:
-                log.warning("%s", exc)
-                continue
-            if event is None:
-                break
-            print(json.dumps(event, separators=(",", ":"), ensure_ascii=False), flush=True)
-            seen += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        client.close()
-    return EXIT_OK
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from stream.journal import EventJournal, JournalError
-
-    try:
-        journal = EventJournal.open_reader(args.journal)
-    except JournalError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        for line in journal.read_after(args.from_seq, args.count, types=args.type or None):
-            print(line)
-    except BrokenPipeError:  # `vigil replay ... | head`
-        pass
-    except sqlite3.Error as exc:  # a page damaged past the header: one line, not a traceback
-        raise UserError(f"cannot read the event journal {args.journal}: {exc}") from None
-    finally:
-        journal.close()
-    return EXIT_OK
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from models import weights
-
-    if args.action == "fetch":
-        if not args.name:
-            raise UserError("vigil models fetch needs a model NAME (see `vigil models list`)")
-        try:
-            path = weights.fetch(args.name)  # a progress bar on a terminal only
-        except weights.WeightsError as exc:
-            raise UserError(str(exc)) from None
-        print(f"vigil: {args.name} weights verified and cached at {path}")
-        return EXIT_OK
-
-    from models.backends import model_backends
-
-    rows = [("name", "task", "backends", "cached", "file")]
-    for entry in weights.entries():
-        path = weights.cache_dir() / "weights" / entry.file_name
-        cached = "yes" if path.exists() else "no"
-        rows.append((entry.name, entry.task, model_backends(entry), cached, str(path)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return EXIT_OK
-
-
-def cmd_streams(args: argparse.Namespace) -> int:
-    """``vigil streams add|remove|list``: one request to the control endpoint (see
-    :mod:`pipeline.control`); exit 0 on ``ok``, 1 on a refused request, 2 on no reply."""
-    from pipeline.config_runtime import check_endpoint
-    from pipeline.control import ControlError, request
-
-    try:
-        check_endpoint(args.control)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    message: dict[str, Any] = {"op": args.action}
-    if args.action == "add":
-        if not args.uri:
-            raise UserError("vigil streams add needs a URI")
-        message["uri"] = args.uri
-    if args.stream_id:
-        message["stream_id"] = args.stream_id
-    elif args.action == "remove":
-        raise UserError("vigil streams remove needs --stream-id")
-    from stream.zsocket import load_client_keys
-
-    try:
-        curve = load_client_keys(args.server_key, args.client_key)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot use the CURVE keys: {exc}") from None
-    if args.client_key and not args.server_key:
-        raise UserError("--client-key needs --server-key (vigil's public certificate)")
-    try:
-        reply = request(args.control, message, timeout_s=args.timeout, curve=curve)
-    except ControlError as exc:
-        raise UserError(str(exc)) from None
-    print(json.dumps(reply))
-    if not reply.get("ok"):
-        say(f"error: {reply.get('error', 'request refused')}", logging.ERROR)
-        return EXIT_FAILED
-    return EXIT_OK
 
 
 if __name__ == "__main__":

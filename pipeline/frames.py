@@ -24,7 +24,7 @@ Event = dict[str, Any]
 def perceive_batch(perceiver: Any, rgbs: Sequence[np.ndarray], results: list[FrameResult]) -> None:
     """Infer step: run the frame model on a batch of frames; fills each result's detections,
     poses, masks and class names."""
-    from models.perception import perceive
+    from models.perception.build import perceive
 
     outputs = perceive(perceiver, rgbs, [r.stream_id for r in results])
     names = tuple(perceiver.class_names)

@@ -47,14 +47,6 @@ LOG_JSON_ENV = "VIGIL_LOG_JSON"
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def redact_text(text: str) -> str:
-    """``text`` with every credential in it hidden: URI userinfo (``scheme://***@host``),
-    credential-like query parameters (``?token=***``) and HTTP credential headers
-    (``Authorization: ***``). The same implementation as :func:`stream.sources.redact_uri`
-    (:func:`stream.redact.redact`)."""
-    return redact(text)
-
-
 def json_logs_from_env() -> bool:
     """Whether :data:`LOG_JSON_ENV` asks for JSON logs (``1``, ``true``, ``yes``, ``on``)."""
     return os.environ.get(LOG_JSON_ENV, "").strip().lower() in _TRUE
@@ -75,13 +67,13 @@ class RedactFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string: logging reports it itself
             return True
-        record.msg, record.args = redact_text(message), None
+        record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._tracebacks.formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact_text(record.exc_text)
+            record.exc_text = redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact_text(record.stack_info)
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -190,7 +182,7 @@ def say(text: str, level: int = logging.INFO, prefix: str = "vigil") -> None:
         logger = logging.getLogger(prefix.replace(" ", "."))
         logger.handle(logger.makeRecord(logger.name, level, "(vigil)", 0, text, (), None))
     else:
-        print(f"{prefix}: {redact_text(text)}", file=sys.stderr, flush=True)
+        print(f"{prefix}: {redact(text)}", file=sys.stderr, flush=True)
 
 
 class StreamLogger(logging.LoggerAdapter):

@@ -13,7 +13,7 @@ a previous run's outputs never destroyed by accident.
   the run's durable log and its ``seq`` continues across runs, so the new ``events.jsonl``
   starts where the previous one ended.
 
-Batch archives (``pipeline/archive.py``) keep their own policy: one folder per input, redone
+Batch archives (``pipeline/archive/``) keep their own policy: one folder per input, redone
 only when the input changed or failed (see the manifest).
 """
 

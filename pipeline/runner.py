@@ -95,7 +95,7 @@ def process_file(
         stream.sources.SourceError: the file is missing, empty, not a video, holds no decodable
             frame, or changes frame size midway (the annotated video is then not kept).
     """
-    from models.perception import build_perceiver_from_config
+    from models.perception.build import build_perceiver_from_config
     from pipeline.annotate import SceneOverlay
     from stream.sinks import EventPublisher, VideoFileSink
     from stream.sources import SourceError, open_source

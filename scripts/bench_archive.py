@@ -52,7 +52,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("libav").setLevel(logging.CRITICAL)
 
-    from pipeline.archive import expand_inputs, run_archive
+    from pipeline.archive.inputs import expand_inputs
+    from pipeline.archive.run import run_archive
     from pipeline.config import load_config
     from stream.synthetic import make_scene, write_sample_video
 

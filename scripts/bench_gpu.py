@@ -443,15 +443,16 @@ def naive_loop(
     time in this process, over the clips in turn, for at most ``budget_s`` seconds."""
     import torch
 
-    from models.perception import build_perceiver_from_config, perceive
+    from models.perception.build import build_perceiver_from_config, perceive
     from models.results import FrameResult
     from pipeline.analytics import StreamAnalytics
     from pipeline.annotate import annotate
+    from pipeline.config import VigilConfig
     from pipeline.config_sections import PeopleConfig
     from stream.sinks import VideoFileSink
     from stream.sources import FileSource
 
-    perceiver = build_perceiver_from_config(cfg, device=device)
+    perceiver = build_perceiver_from_config(VigilConfig.model_validate(cfg), device=device)
     people = PeopleConfig(**cfg.get("people", {})).model_dump()
     analytics = StreamAnalytics(people)
     latencies: list[float] = []

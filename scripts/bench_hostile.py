@@ -31,7 +31,7 @@ import zmq
 from stream.synthetic import make_scene, write_sample_video
 from tests.pipeline import hostile_peers as hp
 from tests.pipeline.live_vigil import LiveVigil, log_tail
-from tests.stream.test_replay import free_ports
+from tests.support.feed import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 

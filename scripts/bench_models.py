@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.backends import BackendOptions, accelerate_backbone, backend_status
+from models.runtime.accelerate import accelerate_backbone
+from models.runtime.options import BackendOptions, backend_status
 
 #: (stage, model, input size) benchmarked; quick keeps the light ones.
 MODELS_FULL = [

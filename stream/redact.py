@@ -14,7 +14,7 @@
   wherever it stands.
 
 ``stream.sources.redact_uri`` (events, ``/api/status``, ``vigil streams list``) and
-``pipeline.logs.redact_text`` (every log line) are this function. Standard library only: it is
+``pipeline.logs.RedactFilter`` (every log line) use this function. Standard library only: it is
 imported before anything heavy.
 """
 

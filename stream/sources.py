@@ -177,7 +177,7 @@ def redact_uri(uri: str) -> str:
     The userinfo goes up to the authority's *last* ``@`` (a password holding an unescaped
     ``@`` is hidden whole), and so do credential-like query parameters (``password=``,
     ``token=``, ``auth=``, ``key=``, ...): one implementation, :func:`stream.redact.redact`,
-    shared with the log lines (:func:`pipeline.logs.redact_text`)."""
+    shared with the log lines (:class:`pipeline.logs.RedactFilter`)."""
     return redact(uri)
 
 

@@ -1,14 +1,20 @@
-"""Shared fixtures: synthetic videos made on the fly, free ports, the gpu marker."""
+"""Shared fixtures: synthetic videos made on the fly, free ports, a ZeroMQ context and event
+feed, the gpu marker. Helpers that are not fixtures live in ``tests/support``."""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
+import zmq
+
+from tests.support.feed import start_publisher
 
 # No test may reach a real model hub: downloads go to a refused port on 127.0.0.1 unless a test
 # points VIGIL_WEIGHTS_URL_BASE at its own server. Set here, so child processes inherit it.
@@ -67,3 +73,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    """A ZeroMQ context, destroyed without linger after the test."""
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+@pytest.fixture
+def feed(tmp_path: Path, ctx: zmq.Context) -> Iterator[tuple[Any, str, str]]:
+    """``(publisher, events_endpoint, replay_endpoint)``: an event feed on free local ports."""
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx)
+    yield pub, events_ep, replay_ep
+    pub.close()

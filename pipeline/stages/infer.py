@@ -107,7 +107,8 @@ class InferStage(Stage):
     def setup(self) -> None:
         import torch
 
-        from models.perception import build_perceiver_from_config, resolve_device
+        from models.perception.base import resolve_device
+        from models.perception.build import build_perceiver_from_config
 
         ctx = self.ctx
         if self.runtime.torch_threads:

@@ -13,16 +13,10 @@ import torch
 from torch import nn
 
 from models import weights as W
-from models.backends import (
-    BACKENDS,
-    BackendError,
-    BackendOptions,
-    FrameUploader,
-    accelerate,
-    accelerate_backbone,
-    backend_status,
-)
 from models.detection import Detector
+from models.runtime.accelerate import accelerate, accelerate_backbone
+from models.runtime.options import BACKENDS, BackendError, BackendOptions, backend_status
+from models.runtime.upload import FrameUploader
 from stream.synthetic import make_scene, render_frame
 
 torch.set_num_threads(1)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.perception import build_perceiver_from_config
-from models.pose import PoseEstimator, openpifpaf_status
+from models.perception.build import build_perceiver_from_config
+from models.pose import PoseEstimator
+from models.runtime.optional import openpifpaf_status
+from pipeline.config import VigilConfig
 from stream.synthetic import make_scene, render_frame
 
 pytestmark = pytest.mark.skipif(
@@ -76,13 +78,14 @@ def test_decode_threads_reach_the_pose_stage_from_config() -> None:
                  "input_size": 129},
         "backend": {"name": "eager", "decode_threads": 3},
     }  # fmt: skip
-    perceiver = build_perceiver_from_config(cfg, device="cpu")
+    perceiver = build_perceiver_from_config(VigilConfig.model_validate(cfg), device="cpu")
     assert perceiver.pose._impl.pool._max_workers == 3
     cfg["backend"]["decode_threads"] = 0
-    assert build_perceiver_from_config(cfg, device="cpu").pose._impl.pool is None
+    perceiver = build_perceiver_from_config(VigilConfig.model_validate(cfg), device="cpu")
+    assert perceiver.pose._impl.pool is None
 
 
 def _opts(threads: int):
-    from models.backends import BackendOptions
+    from models.runtime.options import BackendOptions
 
     return BackendOptions("eager", device="cpu", decode_threads=threads)

@@ -9,18 +9,20 @@ import pytest
 import torch
 
 from models.catalog import check_model, known_models
-from models.perception import (
-    CompositePerceiver,
-    DetectorPerceiver,
-    StrideSchedule,
-    align_poses,
-    build_perceiver,
-    build_perceiver_from_config,
-)
+from models.perception.base import StrideSchedule
+from models.perception.build import DetectorPerceiver, build_perceiver
+from models.perception.build import build_perceiver_from_config as build_from_typed_config
+from models.perception.composite import CompositePerceiver, align_poses
 from models.results import Detections, Masks, Poses
+from pipeline.config import VigilConfig
 from stream.synthetic import make_scene, render_frame
 
 torch.set_num_threads(1)
+
+
+def build_perceiver_from_config(sections: dict):
+    """The perceiver for a config given as its sections (validated into the typed config)."""
+    return build_from_typed_config(VigilConfig.model_validate(sections))
 
 DETECT = {"model": "fasterrcnn_mobilenet_v3_large_320_fpn", "weights": "none", "device": "cpu",
           "score_threshold": 0.0, "input_size": 96, "max_detections": 5}  # fmt: skip

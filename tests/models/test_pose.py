@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from models import pose as pose_mod
 from models import weights as W
 from models.pose import (
     KEYPOINT_RCNN,
     PERSON_CLASS_NAMES,
     PoseEstimator,
     PoseUnavailable,
-    openpifpaf_status,
 )
 from models.results import Poses
+from models.runtime import optional as optional_mod
+from models.runtime.optional import openpifpaf_status
 from stream.synthetic import make_scene, render_frame
 
 torch.set_num_threads(1)
@@ -96,7 +96,7 @@ def test_openpifpaf_decoder_recovers_a_known_pose() -> None:
 
 def test_missing_openpifpaf_is_a_clear_error_or_the_fallback(monkeypatch) -> None:
     reason = "openpifpaf does not import (ImportError: test)"
-    monkeypatch.setattr(pose_mod, "_OPENPIFPAF", (None, reason))
+    monkeypatch.setattr(optional_mod, "_OPENPIFPAF", (None, reason))
     assert openpifpaf_status() == reason
     with pytest.raises(PoseUnavailable, match="ImportError: test.*keypointrcnn"):
         PoseEstimator(model="shufflenetv2k16", weights="none")
@@ -130,7 +130,7 @@ def test_pose_stride_reuses_the_last_poses(frames: list[np.ndarray]) -> None:
 def test_openpifpaf_fields_agree_on_onnxruntime(frames: list[np.ndarray], tmp_path) -> None:
     """Eager vs ONNX Runtime CIF/CAF fields on the same padded canvas, within 1e-3."""
     pytest.importorskip("onnxruntime")
-    from models.backends import BackendOptions
+    from models.runtime.options import BackendOptions
 
     kw = dict(model="openpifpaf", weights="none", input_size=97, score_threshold=0.0)
     eager = PoseEstimator(**kw)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.backends import BackendOptions, accelerate
 from models.results import Detections, Masks
+from models.runtime.accelerate import accelerate
+from models.runtime.options import BackendOptions
 from models.segmentation import (
     SEMANTIC_MODELS,
     Segmentation,

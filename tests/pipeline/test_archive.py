@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import archive
-from pipeline.archive import ArchiveError, Manifest, comparable, expand_inputs, is_single_file
+from pipeline.archive.inputs import ArchiveError, expand_inputs, is_single_file
+from pipeline.archive.manifest import MANIFEST, Manifest, comparable
 from pipeline.cli import build_parser, main
 from tests.conftest import write_moving_box_video
 
@@ -50,7 +50,7 @@ def vigil_here(*args: str) -> tuple[int, str]:
 
 
 def _records(out: Path) -> dict[str, dict]:
-    return Manifest(out / archive.MANIFEST).load()
+    return Manifest(out / MANIFEST).load()
 
 
 def _by_name(out: Path) -> dict[str, dict]:
@@ -192,7 +192,7 @@ def test_archive_records_every_input_and_marks_bad_ones_failed(
             assert json.loads(lines[-1])["type"] == "stream.offline"
     folders = {p.name for p in out.iterdir() if p.is_dir()}
     assert folders == {r["output"] for r in recs.values() if r["output"]}  # no .partial left
-    assert len((out / archive.MANIFEST).read_text().splitlines()) == 6  # one line per input
+    assert len((out / MANIFEST).read_text().splitlines()) == 6  # one line per input
     assert "2 done, 0 skipped, 4 failed" in err
     assert "vigil: failed: " + str(inputs / "zero.mp4") + " is empty (0 bytes)" in err
 
@@ -235,7 +235,7 @@ def test_killed_run_resumes_without_redoing_finished_inputs(inputs: Path, tmp_pa
         for i in range(3)
     ]
     out = tmp_path / "out"
-    manifest = out / archive.MANIFEST
+    manifest = out / MANIFEST
     args = ["process", *clips, "--out", str(out), *_cfg(inputs)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", *args],

@@ -18,7 +18,7 @@ from models.simnet import DEFAULT_WEIGHTS
 from stream.synthetic import make_scene, write_sample_video
 from tests.pipeline import hostile_peers as hp
 from tests.pipeline.live_vigil import LiveVigil, log_tail
-from tests.stream.test_replay import free_ports
+from tests.support.feed import free_ports
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
 

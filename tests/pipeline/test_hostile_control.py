@@ -24,7 +24,7 @@ from pipeline.control import ControlError, ControlServer, Deferred, request, sou
 from pipeline.graph.supervisor import GraphRun
 from pipeline.protocol import Endpoints
 from stream.zsocket import CurveServerKeys, load_client_keys
-from tests.stream.test_replay import free_ports
+from tests.support.feed import free_ports
 
 
 @pytest.fixture

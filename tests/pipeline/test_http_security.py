@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 import zmq
 
-from pipeline.http import MAX_STREAM_CLIENTS, HttpAccess, HttpService, LiveTap
+from pipeline.access import HttpAccess
+from pipeline.http import HttpService, LiveTap
+from pipeline.http_routes import MAX_STREAM_CLIENTS
 
 TOKEN = "t0ken-for-tests-0123456789"
 BOUND_S = 30.0  # the most any wait below may take on a loaded machine

@@ -18,9 +18,9 @@ import pytest
 from pipeline.logs import (
     LOG_JSON_ENV,
     make_handler,
-    redact_text,
     stream_logger,
 )
+from stream.redact import redact
 from stream.sources import redact_uri
 from tests.conftest import write_moving_box_video
 
@@ -122,8 +122,8 @@ def test_a_secret_in_a_uri_never_reaches_the_output(capture, json_logs: bool):
     ],
 )
 def test_redact_text_hides_what_redact_uri_hides(uri: str):
-    assert redact_text(uri) == redact_uri(uri)
-    assert redact_text(f"open {uri!r} twice: {uri}") == f"open {redact_uri(uri)!r} twice: " + (
+    assert redact(uri) == redact_uri(uri)
+    assert redact(f"open {uri!r} twice: {uri}") == f"open {redact_uri(uri)!r} twice: " + (
         redact_uri(uri)
     )
 

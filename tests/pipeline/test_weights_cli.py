@@ -20,7 +20,7 @@ import pytest
 
 from models import catalog
 from models import weights as W
-from pipeline import cli
+from pipeline import cli, commands
 from pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,15 +124,15 @@ def test_weights_none_never_downloads_and_the_pick_is_said(
 
     monkeypatch.setattr(W, "fetch", no_fetch)
     cfg = _cfg(weights="none")  # model: auto
-    cli.prepare_models(cfg)
+    commands.prepare_models(cfg)
     model, why = catalog.default_detector("auto")
     assert cfg.detect.model == model  # the stages get the concrete name
     assert capsys.readouterr().err.splitlines() == [f"vigil: detector {model}: {why}"]
     cfg = _cfg(model="fasterrcnn_mobilenet_v3_large_320_fpn", weights="none")
-    cli.prepare_models(cfg)
+    commands.prepare_models(cfg)
     assert capsys.readouterr().err == ""  # an explicit model: nothing to explain
     cfg = _cfg(model="simnet")  # the sim pack ships in the repo: auto finds it offline
-    cli.prepare_models(cfg)
+    commands.prepare_models(cfg)
 
 
 def test_first_use_downloads_verifies_and_caches_before_the_stages(
@@ -150,23 +150,23 @@ def test_first_use_downloads_verifies_and_caches_before_the_stages(
         )
     )  # fmt: skip
     monkeypatch.setattr(W, "REGISTRY", registry)
-    cli.prepare_models(_cfg(model="tiny"))
+    commands.prepare_models(_cfg(model="tiny"))
     assert (empty_cache / "weights" / "tiny-0123.pth").read_bytes() == payload
     assert "(first use)" in capsys.readouterr().err
-    cli.prepare_models(_cfg(model="tiny"))  # cached: no second download, no message
+    commands.prepare_models(_cfg(model="tiny"))  # cached: no second download, no message
     assert "(first use)" not in capsys.readouterr().err
 
     (served / "tiny-0123.pth").write_bytes(b"tampered")
     (empty_cache / "weights" / "tiny-0123.pth").unlink()
-    with pytest.raises(cli.UserError, match="checksum mismatch for tiny-0123.pth"):
-        cli.prepare_models(_cfg(model="tiny"))
+    with pytest.raises(commands.UserError, match="checksum mismatch for tiny-0123.pth"):
+        commands.prepare_models(_cfg(model="tiny"))
     (served / "tiny-0123.pth").unlink()
-    with pytest.raises(cli.UserError, match=r"tiny-0123\.pth .*HTTP 404"):
-        cli.prepare_models(_cfg(model="tiny", weights="pretrained"))
+    with pytest.raises(commands.UserError, match=r"tiny-0123\.pth .*HTTP 404"):
+        commands.prepare_models(_cfg(model="tiny", weights="pretrained"))
 
 
 def test_demo_keeps_the_sim_pack_offline(refused_base: str) -> None:
-    assert cli.demo_model(cli.DEMO_CONFIG) == "simnet"
+    assert commands.demo_model(commands.DEMO_CONFIG) == "simnet"
 
 
 def test_configs_ask_for_what_they_need() -> None:

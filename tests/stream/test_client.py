@@ -16,8 +16,7 @@ import zmq
 
 from stream.client import EventClient, PublisherDead
 from stream.journal import EventJournal
-from stream.sinks import EventPublisher
-from tests.stream.test_replay import event, free_ports
+from tests.support.feed import event, free_ports, start_publisher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,23 +34,9 @@ def drain(client: EventClient, until_seq: int, timeout_s: float = 20.0) -> list[
     return got
 
 
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
-
-
 def test_subscriber_down_for_a_while_then_back_gets_everything_once(tmp_path: Path, ctx) -> None:
     """Fault: the subscriber process goes away and comes back with its last seq."""
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.2,
-    )
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx)
     try:
         with EventClient(events_ep, replay_ep, heartbeat_timeout_s=5) as client:
             for i in range(50):
@@ -75,15 +60,7 @@ def test_slow_subscriber_does_not_slow_the_publisher_and_still_gets_all(
     tmp_path: Path, ctx
 ) -> None:
     """Fault: a subscriber stops reading while 20 MB of events go by."""
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.2,
-        sndhwm=500,
-    )
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx, sndhwm=500)
     stalled = ctx.socket(zmq.SUB)  # never reads
     stalled.setsockopt(zmq.SUBSCRIBE, b"")
     stalled.setsockopt(zmq.RCVHWM, 10)
@@ -110,14 +87,7 @@ def test_slow_subscriber_does_not_slow_the_publisher_and_still_gets_all(
 
 def test_late_joiner_gets_snapshot_then_live_with_no_gap(tmp_path: Path, ctx) -> None:
     """Fault: a subscriber joins after tracks opened (the PUB/SUB slow-joiner problem)."""
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.2,
-    )
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx)
     try:
         pub.publish(event("stream.online", source="x", width=1, height=1, fps=1.0))
         pub.publish(event("track.start", track=1, label="person"))
@@ -142,14 +112,7 @@ def test_late_joiner_gets_snapshot_then_live_with_no_gap(tmp_path: Path, ctx) ->
 
 
 def test_filters_apply_locally_and_dead_publisher_is_flagged(tmp_path: Path, ctx) -> None:
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.1,
-    )
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx, heartbeat_s=0.1)
     client = EventClient(
         events_ep, replay_ep, types=["track."], streams=["b"], heartbeat_timeout_s=0.6
     )
@@ -248,14 +211,7 @@ def test_cli_replay_reads_the_journal_offline(tmp_path: Path, capsys) -> None:
 def test_cli_subscribe_resumes_from_seq(tmp_path: Path, ctx, capsys) -> None:
     from pipeline.cli import main
 
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.1,
-    )
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx, heartbeat_s=0.1)
     try:
         for i in range(10):
             pub.publish(event(count=i, total=i))

@@ -16,10 +16,8 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.journal import EventJournal
-from stream.sinks import EventPublisher
 from stream.sources import Backoff
-from tests.stream.test_replay import ctx, dealer, event, feed, free_ports, request  # noqa: F401
+from tests.support.feed import dealer, event, request, start_publisher
 
 
 def _head(sock: zmq.Socket) -> int:
@@ -42,7 +40,7 @@ def _head(sock: zmq.Socket) -> int:
     ids=["after-2**63", "limit-huge", "after-inf", "deep-array", "deep-id", "id-obj", "bad-utf8"],
 )
 def test_replay_request_that_used_to_kill_the_feed_gets_an_error_and_the_feed_lives(
-    feed, ctx, body: bytes  # noqa: F811
+    feed, ctx, body: bytes
 ) -> None:
     """Fault: REPLAY {"after": 2**63} (OverflowError) or deeply nested JSON (RecursionError)
     ended FeedServer.run; events, heartbeats and replay were gone for the rest of the run."""
@@ -70,18 +68,11 @@ def test_replay_request_that_used_to_kill_the_feed_gets_an_error_and_the_feed_li
     sock.close()
 
 
-def test_a_feed_thread_that_dies_anyway_is_restarted_and_reported(tmp_path: Path, ctx) -> None:  # noqa: F811
+def test_a_feed_thread_that_dies_anyway_is_restarted_and_reported(tmp_path: Path, ctx) -> None:
     """Fault: a feed server thread dies of something no message handler contains. The
     publisher notices (check_feed, once a second in the publish stage), says it was down,
     starts a new one on the same endpoints, and events, heartbeats and replay come back."""
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.2,
-    )
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx)
     try:
         pub.publish(event())
         feed_thread = pub.feed
@@ -147,7 +138,7 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def test_a_5_mib_subscription_does_not_grow_the_publisher(feed, ctx) -> None:  # noqa: F811
+def test_a_5_mib_subscription_does_not_grow_the_publisher(feed, ctx) -> None:
     """Fault: one 5 MiB SUBSCRIBE grew the publish process by 250 MB (kept after the client
     left). The event XPUB now has MAXMSGSIZE (publish.max_subscription_bytes, 1 KiB): ZeroMQ
     drops that peer before buffering. Bound: 60 MB of growth."""
@@ -168,16 +159,11 @@ def test_a_5_mib_subscription_does_not_grow_the_publisher(feed, ctx) -> None:  #
     sock.close()
 
 
-def test_a_replay_client_that_never_reads_holds_a_bounded_queue(tmp_path: Path, ctx) -> None:  # noqa: F811
+def test_a_replay_client_that_never_reads_holds_a_bounded_queue(tmp_path: Path, ctx) -> None:
     """Fault: a replay client that sends requests and never reads kept up to 100 replies of
     1,000 events queued. Now each reply is at most max_reply_bytes and at most hwm wait."""
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        replay_limits={"max_reply_bytes": 20_000, "hwm": 2, "max_clients": 2},
+    pub, events_ep, replay_ep = start_publisher(
+        tmp_path, ctx, replay_limits={"max_reply_bytes": 20_000, "hwm": 2, "max_clients": 2}
     )
     try:
         for i in range(300):
@@ -243,7 +229,7 @@ _requests = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(requests=st.lists(_requests, min_size=1, max_size=8))
-def test_generated_replay_requests_never_stop_the_feed(feed, ctx, requests) -> None:  # noqa: F811
+def test_generated_replay_requests_never_stop_the_feed(feed, ctx, requests) -> None:
     """Generated requests (hypothesis, derandomized, 150 examples): any mix of well-framed
     and junk requests leaves the feed thread alive, and HEAD answers after them."""
     pub, _, replay_ep = feed
@@ -265,7 +251,7 @@ def test_generated_replay_requests_never_stop_the_feed(feed, ctx, requests) -> N
         sock.close()
 
 
-def test_an_error_reply_echoes_at_most_128_characters_of_a_string_id(feed, ctx) -> None:  # noqa: F811
+def test_an_error_reply_echoes_at_most_128_characters_of_a_string_id(feed, ctx) -> None:
     """Fault: an ERROR reply echoed a string id at any length (up to the 64 KiB request), so
     a reply grew with what the peer sent."""
     _pub, _events_ep, replay_ep = feed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.logs import redact_text
 from stream.redact import redact
 from stream.sources import redact_uri
 
@@ -37,11 +36,11 @@ from stream.sources import redact_uri
 def test_credentials_are_hidden_and_the_rest_kept(text: str, shown: str):
     assert redact(text) == shown
     assert redact_uri(text) == shown  # events, /api/status, streams list
-    assert redact_text(text) == shown  # every log line
+    assert redact(text) == shown  # every log line
 
 
 def test_the_two_redactors_are_one_implementation():
     """Fault: two redactors (sources.redact_uri, logs.redact_text) that drifted apart: the
     query-string password of a URI showed in events while logs hid only user:pw@."""
     text = "rtsp://u:p@cam/x?password=pw"
-    assert redact_uri(text) == redact_text(text) == "rtsp://***@cam/x?password=***"
+    assert redact_uri(text) == redact(text) == "rtsp://***@cam/x?password=***"

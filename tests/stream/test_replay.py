@@ -4,74 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import zmq
 import zmq.auth
 
 from stream.journal import EventJournal
 from stream.sinks import EventPublisher
-
-
-def free_ports(n: int) -> list[str]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return [f"tcp://127.0.0.1:{p}" for p in ports]
-
-
-def event(kind: str = "frame.dropped", stream: str = "cam1", **fields) -> dict:
-    base = {
-        "v": 1,
-        "seq": None,
-        "type": kind,
-        "stream": stream,
-        "frame": 0,
-        "pts": 0.0,
-        "ts": "2026-01-01T00:00:00.000Z",
-    }
-    return {**base, **fields}
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
-
-
-@pytest.fixture
-def feed(tmp_path: Path, ctx: zmq.Context) -> Iterator[tuple[EventPublisher, str, str]]:
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.2,
-    )
-    yield pub, events_ep, replay_ep
-    pub.close()
-
-
-def request(sock: zmq.Socket, command: bytes, body: dict, timeout_ms: int = 5000) -> list[bytes]:
-    sock.send_multipart([command, json.dumps(body).encode()])
-    assert sock.poll(timeout_ms), f"no answer to {command!r}"
-    return sock.recv_multipart()
-
-
-def dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    return sock
+from tests.support.feed import dealer, event, free_ports, request, start_publisher
 
 
 def test_replay_answers_in_bounded_chunks_in_order(feed, ctx) -> None:
@@ -199,15 +140,7 @@ def test_curve_subscriber_without_the_server_key_gets_nothing(tmp_path: Path, ct
     from stream.client import EventClient
 
     public_file, secret_file = zmq.auth.create_certificates(tmp_path, "server")
-    events_ep, replay_ep = free_ports(2)
-    pub = EventPublisher(
-        ctx=ctx,
-        endpoint=events_ep,
-        replay_endpoint=replay_ep,
-        journal=EventJournal(tmp_path / "j.sqlite"),
-        heartbeat_s=0.2,
-        curve_secret_key_file=secret_file,
-    )
+    pub, events_ep, replay_ep = start_publisher(tmp_path, ctx, curve_secret_key_file=secret_file)
     intruder = ctx.socket(zmq.SUB)
     intruder.setsockopt(zmq.SUBSCRIBE, b"")
     intruder.setsockopt(zmq.LINGER, 0)

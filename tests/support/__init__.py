@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (and by the scripts that reuse a test harness)."""
