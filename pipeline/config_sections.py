@@ -146,7 +146,16 @@ class ArchiveConfig(Strict):
     )
 
 
-class SegmentConfig(Strict):
+class ModelStageConfig(Strict):
+    """Fields every optional model stage (segment, pose) has, in this order; each stage's
+    section sets its own ``enabled`` and ``model`` defaults and adds its fields after these."""
+
+    enabled: bool = Field(False, description="run this stage")
+    model: str = Field("", description="the stage's model")
+    weights: str = Field("auto", description="auto | pretrained | none (random) | path")
+
+
+class SegmentConfig(ModelStageConfig):
     """Segmentation stage (``models/segmentation.py``); off by default."""
 
     enabled: bool = Field(False, description="run segmentation (masks on every result)")
@@ -155,7 +164,6 @@ class SegmentConfig(Strict):
         description="lraspp_mobilenet_v3_large | deeplabv3_mobilenet_v3_large | fcn_resnet50 "
         "(semantic) | maskrcnn_resnet50_fpn_v2 (instance)",
     )
-    weights: str = Field("auto", description="auto | pretrained | none (random) | path")
     input_size: int | None = Field(None, ge=32, le=4096, description="shorter side, px")
     stride: int = Field(1, ge=1, le=1000, description="run every Nth frame per stream, reuse")
     score_threshold: float = Field(0.5, ge=0, le=1, description="instance: min instance score")
@@ -163,7 +171,7 @@ class SegmentConfig(Strict):
     seed: int = Field(0, description="seed of random-init weights")
 
 
-class PoseConfig(Strict):
+class PoseConfig(ModelStageConfig):
     """Pose stage (``models/pose.py``); off by default (``simnet`` gives poses itself)."""
 
     enabled: bool = Field(False, description="run a pose model (replaces the detector's poses)")
@@ -172,7 +180,6 @@ class PoseConfig(Strict):
         description="openpifpaf | shufflenetv2k16 | shufflenetv2k30 | resnet50 (OpenPifPaf) | "
         "keypointrcnn_resnet50_fpn",
     )
-    weights: str = Field("auto", description="auto | pretrained | none (random) | path")
     fallback: str | None = Field(
         "keypointrcnn_resnet50_fpn",
         description="model when OpenPifPaf is unavailable (None: error)",
