@@ -63,7 +63,7 @@ def zmq_bind_host(endpoint: str) -> str | None:
 
 def unprotected(cfg: Any) -> list[str]:
     """One phrase per endpoint bound beyond loopback without its protection."""
-    from pipeline.config import parse_http_address
+    from pipeline.config_runtime import parse_http_address
 
     found = []
     rt, pub = cfg.runtime, cfg.publish

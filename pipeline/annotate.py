@@ -12,22 +12,11 @@ from models.coco17 import COCO17_SKELETON
 from models.results import FrameResult
 
 _PALETTE = np.array(
-    [
-        (230, 25, 75),
-        (60, 180, 75),
-        (255, 225, 25),
-        (0, 130, 200),
-        (245, 130, 48),
-        (145, 30, 180),
-        (70, 240, 240),
-        (240, 50, 230),
-        (210, 245, 60),
-        (250, 190, 190),
-        (0, 128, 128),
-        (170, 110, 40),
-    ],
+    [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128),
+     (170, 110, 40)],
     dtype=np.uint8,
-)
+)  # fmt: skip
 
 
 def color_for(key: int) -> tuple[int, int, int]:
@@ -51,6 +40,12 @@ class SceneOverlay:
         self.zones, self.lines = list(zones), list(lines)
         self.occupancy: dict[tuple[str, str], dict[str, int]] = {}  # (stream, zone) -> counts
         self.crossings: dict[tuple[str, str], tuple[int, int]] = {}  # (stream, line) -> in, out
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SceneOverlay:
+        """The zones and lines of a :class:`pipeline.config.VigilConfig`."""
+        return cls([z.model_dump(mode="json") for z in cfg.zones],
+                   [ln.model_dump(mode="json") for ln in cfg.lines])  # fmt: skip
 
     def __bool__(self) -> bool:
         return bool(self.zones or self.lines)

@@ -171,7 +171,8 @@ def demo_model(config: Path) -> str:
 
 def _execute(cfg: Any) -> int:
     from pipeline.access import ExposureError, check_exposure, read_token
-    from pipeline.supervisor import StageFailed, run_pipeline
+    from pipeline.graph.process import StageFailed
+    from pipeline.graph.supervisor import run_pipeline
     from stream.sources import SourceError, probe_source
 
     if not cfg.sources and not cfg.runtime.control:
@@ -315,7 +316,7 @@ def _prepare_output(cfg: Any, *, set_aside: bool) -> None:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    from pipeline.config import check_endpoint
+    from pipeline.config_runtime import check_endpoint
     from stream.client import EventClient, PublisherDead
 
     try:
@@ -406,7 +407,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_streams(args: argparse.Namespace) -> int:
     """``vigil streams add|remove|list``: one request to the control endpoint (see
     :mod:`pipeline.control`); exit 0 on ``ok``, 1 on a refused request, 2 on no reply."""
-    from pipeline.config import check_endpoint
+    from pipeline.config_runtime import check_endpoint
     from pipeline.control import ControlError, request
 
     try:

@@ -53,6 +53,7 @@ import zmq
 
 from pipeline.access import HttpAccess
 from pipeline.http_routes import MAX_STREAM_CLIENTS, RouteHandler
+from pipeline.protocol import TapKind
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,10 @@ class LiveTap:
                 break
             with self.changed:
                 try:
-                    if parts[0] == b"frame" and len(parts) == 4:
+                    if parts[0] == TapKind.FRAME and len(parts) == 4:
                         count += 1
                         self.frames[parts[1].decode()] = (count, parts[3])
-                    elif parts[0] == b"event" and len(parts) == 2:
+                    elif parts[0] == TapKind.EVENT and len(parts) == 2:
                         line = parts[1].decode()
                         self.events.append((json.loads(line).get("seq") or 0, line))
                 except Exception:  # one bad message must not freeze the viewer for the run

@@ -3,9 +3,10 @@ Prometheus' text format (``/metrics``, see :mod:`pipeline.http`).
 
 Each stage keeps a :class:`StageMetrics` (plain dicts: no lock, no dependency) and sends a
 snapshot of it, cumulative since the process started, with its ``stats`` report about once a
-second (:meth:`pipeline.stages.StageContext.tick`). The supervisor's :class:`RunMetrics` keeps
-the newest snapshot of each stage and, when a stage dies, folds its last snapshot into a base,
-so counters and histograms stay monotonic across restarts, as Prometheus expects.
+second (:meth:`pipeline.graph.context.StageContext.tick`). The supervisor's
+:class:`RunMetrics` keeps the newest snapshot of each stage and, when a stage dies, folds its
+last snapshot into a base, so counters and histograms stay monotonic across restarts, as
+Prometheus expects.
 
 Every metric is declared in :data:`METRICS` (type, help, label names; histograms also their
 buckets), so that stages and the supervisor agree and names follow Prometheus' naming guide:
@@ -93,6 +94,14 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "vigil_feed_server_restarts": MetricSpec(
         "counter", "Event feed threads (events, heartbeats, replay) restarted.", ()
+    ),
+    "vigil_downstream_blocked": MetricSpec(
+        "counter",
+        "Times a source waited runtime.blocked_warn_s for a free ring slot (downstream blocked).",
+        ("stream",),
+    ),
+    "vigil_frame_feed_frames": MetricSpec(
+        "gauge", "Frames of the JPEG frame feed, sent or dropped, at its end.", ("outcome",)
     ),
 }
 

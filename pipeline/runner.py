@@ -1,12 +1,10 @@
 """Process one video file in this process: decode -> perceive -> analytics -> annotate -> encode.
 
 :func:`process_file` is the single-process twin of the process graph
-(:func:`pipeline.supervisor.run_pipeline`) for one file. It is built from the same pieces
-(:func:`stream.sources.open_source`, :func:`models.perception.build.build_perceiver`,
-:class:`pipeline.analytics.StreamAnalytics`, :func:`pipeline.annotate.annotate`,
-:class:`stream.sinks.VideoFileSink`, :class:`stream.sinks.EventPublisher`) and sends events in the
-graph's order, so for the same input and config it writes the same ``events.jsonl`` bytes and an
-``annotated.mp4`` with the same frame count and ``pts``. It exists for batch archives: a worker
+(:func:`pipeline.graph.supervisor.run_pipeline`) for one file. It runs the graph's own per-frame
+path (:mod:`pipeline.frames`: the same steps, in the same order, with the same batches), so for
+the same input and config it writes the same ``events.jsonl`` bytes and an ``annotated.mp4``
+with the same frame count and ``pts``. It exists for batch archives: a worker
 (a local process or a Ray actor) builds its perceiver once and passes it to every file.
 """
 
@@ -18,16 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.perception.build import perceive
 from models.results import FrameResult
-from pipeline.analytics import (
-    StreamAnalytics,
-    clip_event,
-    clip_recorder_from_config,
-    offline_event,
-    online_event,
-)
-from pipeline.config import SourceConfig, VigilConfig
+from pipeline.analytics import StreamAnalytics
+from pipeline.config import VigilConfig
+from pipeline.config_sections import SourceConfig
+from pipeline.events import offline_event, online_event
+from pipeline.frames import PublishPath, frame_steps, stream_end_events
+from pipeline.stages.publish_sinks import clip_recorder_from_config
 
 #: ``progress_cb(frames_done_in_this_file, events_so_far)``, called after every frame.
 ProgressCallback = Callable[[int, int], None]
@@ -71,13 +66,6 @@ class FileResult:
         return d
 
 
-def build_perceiver_from_config(cfg: VigilConfig) -> Any:
-    """The perceiver the graph's infer stage would build for ``cfg`` (device ``auto`` resolved)."""
-    from models.perception.build import build_perceiver_from_config as build
-
-    return build(cfg)
-
-
 def process_file(
     cfg: VigilConfig,
     input_path: str | Path,
@@ -107,7 +95,8 @@ def process_file(
         stream.sources.SourceError: the file is missing, empty, not a video, holds no decodable
             frame, or changes frame size midway (the annotated video is then not kept).
     """
-    from pipeline.annotate import SceneOverlay, annotate
+    from models.perception.build import build_perceiver_from_config
+    from pipeline.annotate import SceneOverlay
     from stream.sinks import EventPublisher, VideoFileSink
     from stream.sources import SourceError, open_source
 
@@ -123,29 +112,16 @@ def process_file(
     info = source.info
     if perceiver is None:
         perceiver = build_perceiver_from_config(cfg)
-    analytics = (
-        analytics_factory()
-        if analytics_factory
-        else StreamAnalytics.from_config(cfg.model_dump(mode="json"))
-    )
-    class_names = tuple(perceiver.class_names)
+    analytics = analytics_factory() if analytics_factory else StreamAnalytics.from_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     video_path = out / "annotated.mp4" if cfg.output.video else None
     events_path = out / "events.jsonl" if cfg.output.events_file else None
     publisher = EventPublisher(jsonl_path=events_path)
     # Alert clips as the graph's publish stage in batch mode writes them (same events, in order).
-    clips = clip_recorder_from_config(cfg.model_dump(mode="json"), out, deterministic=True)
+    clips = clip_recorder_from_config(cfg, out, deterministic=True)
     if clips is not None:
         clips.open_stream(stream_id, info.width, info.height, info.fps, info.time_base)
-
-    overlay = SceneOverlay([z.model_dump(mode="json") for z in cfg.zones],
-                           [ln.model_dump(mode="json") for ln in cfg.lines])  # fmt: skip
-
-    def publish(event: dict[str, Any]) -> None:
-        event = publisher.publish(event)
-        overlay.event(event)
-        if clips is not None and event["type"] == "alert":
-            clips.alert(event)
+    path = PublishPath(publisher.publish, SceneOverlay.from_config(cfg), clips)
 
     video = None
     done = 0
@@ -164,37 +140,18 @@ def process_file(
             )
         batch: list[Any] = []
 
-        def flush() -> None:
+        def frame_done() -> None:
             nonlocal done
-            outputs = perceive(perceiver, [f.rgb for f in batch], [stream_id] * len(batch))
-            for frame, (dets, poses, masks) in zip(batch, outputs):
-                result = FrameResult(
-                    stream_id,
-                    frame.frame_idx,
-                    frame.pts,
-                    frame.capture_ts,
-                    info.width,
-                    info.height,
-                    detections=dets,
-                    poses=poses,
-                    masks=masks,
-                    class_names=class_names,
-                )
-                for event in analytics.update(result):
-                    publish(event)
-                drawn = annotate(frame.rgb, result, overlay=overlay) if video or clips else None
-                if video is not None:
-                    video.write(drawn, frame.pts_raw)
-                if clips is not None:
-                    due = clips.frame(
-                        stream_id, drawn, frame.pts, frame.pts_raw, frame.frame_idx
-                    )
-                    for fields in due:
-                        publish(clip_event(stream_id, fields, frame.frame_idx, frame.pts,
-                                           frame.capture_ts))  # fmt: skip
-                done += 1
-                if progress_cb is not None:
-                    progress_cb(done, publisher.published)
+            done += 1
+            if progress_cb is not None:
+                progress_cb(done, publisher.published)
+
+        def flush() -> None:
+            results = [
+                FrameResult(stream_id, f.frame_idx, f.pts, f.capture_ts, info.width, info.height)
+                for f in batch
+            ]
+            frame_steps(perceiver, analytics, path, batch, results, video, frame_done)
             batch.clear()
 
         for frame in source.frames():
@@ -202,7 +159,7 @@ def process_file(
                 first = frame
                 event = online_event(stream_id, uri, info, frame)
                 event["decoder"] = getattr(source, "decoder", "") or "software"
-                publish(event)
+                path.publish(event)
             h, w = frame.rgb.shape[:2]
             if (w, h) != (info.width, info.height):
                 raise SourceError(
@@ -219,14 +176,9 @@ def process_file(
         frames_read = last.frame_idx + 1 if last is not None else 0
         end = source.end
         reason, detail = (end.reason, end.detail) if end else ("eof", "")
-        for event in analytics.finish(stream_id):
-            publish(event)
-        offline = offline_event(stream_id, last, reason, frames_read, detail)
-        if clips is not None:  # as the graph: clips written and announced before offline
-            for fields in clips.finish_stream(stream_id):
-                stamp = (offline["frame"], offline["pts"], last.capture_ts if last else 0.0)
-                publish(clip_event(stream_id, fields, *stamp))
-        publish(offline)
+        for event in stream_end_events(analytics, stream_id):
+            path.publish(event)
+        path.publish(offline_event(stream_id, last, reason, frames_read, detail))
         if video is not None:
             video.close()
             video = None

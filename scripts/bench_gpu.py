@@ -447,7 +447,8 @@ def naive_loop(
     from models.results import FrameResult
     from pipeline.analytics import StreamAnalytics
     from pipeline.annotate import annotate
-    from pipeline.config import PeopleConfig, VigilConfig
+    from pipeline.config import VigilConfig
+    from pipeline.config_sections import PeopleConfig
     from stream.sinks import VideoFileSink
     from stream.sources import FileSource
 

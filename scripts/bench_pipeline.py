@@ -89,7 +89,7 @@ def naive_loop(video: Path, out: Path, args: argparse.Namespace) -> tuple[float,
     from models.results import FrameResult
     from pipeline.analytics import StreamAnalytics
     from pipeline.annotate import annotate
-    from pipeline.config import PeopleConfig
+    from pipeline.config_sections import PeopleConfig
     from stream.sinks import VideoFileSink
     from stream.sources import FileSource
 

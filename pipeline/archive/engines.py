@@ -89,7 +89,7 @@ class SerialEngine(Engine):
     """One file after another, in this process, with one perceiver."""
 
     def dispatch(self, todo: Sequence[ArchiveInput], hooks: RunHooks) -> None:
-        from pipeline.runner import build_perceiver_from_config
+        from models.perception.build import build_perceiver_from_config
 
         if self.cfg.runtime.torch_threads:
             import torch
@@ -123,7 +123,7 @@ class ArchiveWorker:
     ) -> None:
         import torch
 
-        from pipeline.runner import build_perceiver_from_config
+        from models.perception.build import build_perceiver_from_config
 
         torch.set_num_threads(threads)
         self.cfg = VigilConfig.model_validate(plain)
@@ -284,7 +284,7 @@ def _worker_main(
     log_level: int,
 ) -> None:
     """A local worker process: build the perceiver once, then process inputs until told."""
-    from pipeline.stages import init_child_process
+    from pipeline.graph.process import init_child_process
 
     init_child_process(name, log_level)
     parent = os.getppid()

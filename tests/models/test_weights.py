@@ -155,7 +155,7 @@ def test_reading_the_registry_and_checking_a_name_import_no_torch() -> None:
         "import sys; from models import weights; from models.catalog import check_model; "
         "check_model('fasterrcnn_mobilenet_v3_large_fpn'); check_model('simnet'); "
         "weights.get('keypointrcnn_resnet50_fpn').path; "
-        "import pipeline.cli, pipeline.supervisor, pipeline.http; "
+        "import pipeline.cli, pipeline.graph.supervisor, pipeline.http; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
     )
     root = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ def test_is_loopback(host: str, loopback: bool):
 def ran(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Stand-in for the run itself: records the config it got (after the CLI's checks) and
     applies the real run's own exposure check, which logs the --insecure warnings."""
-    from pipeline import supervisor
+    from pipeline.graph import supervisor
 
     configs: list[Any] = []
 

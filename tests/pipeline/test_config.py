@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, check_endpoint, load_config
+from pipeline.config import ConfigError, load_config
+from pipeline.config_runtime import check_endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

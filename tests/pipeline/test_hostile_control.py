@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from pipeline.config import load_config
 from pipeline.control import ControlError, ControlServer, Deferred, request, source_allowed
-from pipeline.stages import Endpoints
-from pipeline.supervisor import _Run
+from pipeline.graph.supervisor import GraphRun
+from pipeline.protocol import Endpoints
 from stream.zsocket import CurveServerKeys, load_client_keys
 from tests.support.feed import free_ports
 
@@ -176,7 +176,7 @@ class _FakeProc:
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Iterator[_Run]:
+def run(tmp_path: Path) -> Iterator[GraphRun]:
     allowed = tmp_path / "videos"
     allowed.mkdir()
     cfg = load_config(
@@ -190,7 +190,7 @@ def run(tmp_path: Path) -> Iterator[_Run]:
     )
     plain = cfg.model_dump(mode="json")
     plain["runtime"]["mode"] = "live"
-    r = _Run(cfg, plain, Endpoints.in_dir(tmp_path), None)
+    r = GraphRun(cfg, plain, Endpoints.in_dir(tmp_path), None)
 
     def fake_start(src: dict[str, Any]) -> None:  # no process: the handler's bookkeeping only
         sid = src["stream_id"]
@@ -203,7 +203,7 @@ def run(tmp_path: Path) -> Iterator[_Run]:
     yield r
 
 
-def _answer(run: _Run, req: dict[str, Any]) -> dict[str, Any]:
+def _answer(run: GraphRun, req: dict[str, Any]) -> dict[str, Any]:
     reply = run.handle(req)
     deadline = time.monotonic() + 30
     while isinstance(reply, Deferred):
@@ -215,7 +215,7 @@ def _answer(run: _Run, req: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def test_a_5000_character_uri_is_refused_in_one_line(run: _Run) -> None:
+def test_a_5000_character_uri_is_refused_in_one_line(run: GraphRun) -> None:
     """Fault: an add with a 5,000-character uri raised OSError (File name too long)."""
     root = run.cfg.runtime.allowed_sources[1]
     for uri in ("/" + "a" * 5000, "rtsp://" + "h" * 5000, f"{root}/{'a' * 5000}.mp4"):
@@ -224,7 +224,7 @@ def test_a_5000_character_uri_is_refused_in_one_line(run: _Run) -> None:
 
 
 def test_control_sources_outside_the_allow_list_are_refused_alike(
-    run: _Run, tmp_path: Path
+    run: GraphRun, tmp_path: Path
 ) -> None:
     """Fault: control accepted any local file, folder or device, and its errors said whether
     a path exists. Outside runtime.allowed_sources: one refusal for all; inside: one refusal
@@ -254,7 +254,7 @@ def test_source_allowed_resolves_symlinks_out_of_a_root(tmp_path: Path) -> None:
     assert source_allowed("rtsp://cam/x", ["rtsp://"]) and not source_allowed("rtsp://cam", [])
 
 
-def test_per_request_knobs_cannot_make_a_reconnect_storm(run: _Run) -> None:
+def test_per_request_knobs_cannot_make_a_reconnect_storm(run: GraphRun) -> None:
     """Fault: min_restart_interval_s 0 and a tiny backoff gave 800 reconnect events in 10 s."""
     for value in (0, 0.001, 0.99):
         req = {"op": "add", "uri": "rtsp://127.0.0.1:9/x", "min_restart_interval_s": value}
@@ -263,7 +263,7 @@ def test_per_request_knobs_cannot_make_a_reconnect_storm(run: _Run) -> None:
     assert not run.started_streams
 
 
-def test_max_streams_counts_running_streams_a_remove_frees_a_place(run: _Run) -> None:
+def test_max_streams_counts_running_streams_a_remove_frees_a_place(run: GraphRun) -> None:
     """Fault: max_streams counted every stream ever started, so a remove never freed one."""
     for sid in ("a", "b"):
         added = _answer(run, {"op": "add", "uri": f"rtsp://127.0.0.1:9/{sid}", "stream_id": sid})
@@ -305,11 +305,11 @@ def test_control_takes_curve_clients_only_when_keys_are_set(
         release_authenticator(zctx)
 
 
-def test_readyz_says_when_the_event_feed_server_is_down(run: _Run) -> None:
+def test_readyz_says_when_the_event_feed_server_is_down(run: GraphRun) -> None:
     """Fault: the feed server died and /readyz still said 200. The publish stage reports
     vigil_feed_server_down while it restarts the thread; the supervisor names it."""
     from pipeline.metrics import StageMetrics
-    from pipeline.workers import _feed_health
+    from pipeline.stages.publish_sinks import feed_health
 
     class _DeadPublisher:
         feed_restarts = 0
@@ -322,7 +322,7 @@ def test_readyz_says_when_the_event_feed_server_is_down(run: _Run) -> None:
     run.procs["publish"] = _FakeProc()
     run.stats_seen.add("publish")
     metrics = StageMetrics()
-    _feed_health(_DeadPublisher(), metrics)
+    feed_health(_DeadPublisher(), metrics)
     run.metrics.update("publish", metrics.snapshot())
     run._refresh_status()  # noqa: SLF001
     assert "stage publish: feed server down, restarting" in run.status["reasons"]
@@ -362,7 +362,7 @@ def test_frame_feed_takes_curve_clients_only_when_keys_are_set(
 
 
 def test_a_hanging_probe_times_out_and_hanging_probes_are_capped(
-    run: _Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    run: GraphRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Fault: a source whose probe never returns (a FIFO, a device that hangs). The reply
     says so after runtime.probe_timeout_s; probes still hanging are capped, so requests
@@ -429,7 +429,7 @@ def test_generated_control_requests_each_get_one_reply(zctx: zmq.Context, reques
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
 def test_control_add_probes_with_the_request_pixel_cap(
-    run: _Run, zctx: zmq.Context, tmp_path: Path
+    run: GraphRun, zctx: zmq.Context, tmp_path: Path
 ) -> None:
     """Fault: the add probe used the default cap, not the request's max_pixels: an 8192x8192
     file under a smaller cap was accepted (then refused in the source stage, its offline

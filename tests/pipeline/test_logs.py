@@ -151,7 +151,7 @@ def test_spawned_workers_follow_the_parents_json_choice(tmp_path: Path):
         import logging, multiprocessing as mp, os, sys, warnings
         sys.path.insert(0, os.getcwd())
         from pipeline.logs import setup_logging
-        from pipeline.stages import init_child_process
+        from pipeline.graph.process import init_child_process
 
         def child():
             init_child_process("infer", logging.INFO)

@@ -17,7 +17,7 @@ times out: ``stream.offline`` reason ``silent``, then reconnect); a sender that 
 gets no slot back for ``runtime.blocked_warn_s`` is *downstream blocked* (a warning and an
 ``info`` report to the supervisor; the camera is not touched).
 
-Messages downstream (see :mod:`pipeline.stages`): ``open`` once, when the input first delivers
+Messages downstream (see :mod:`pipeline.protocol`): ``open`` once, when the input first delivers
 a frame; ``event``; ``frame``; ``reset`` when the stream's per-stream state must start over
 (resolution change, ``pts`` going backwards); ``eos`` at the end. A resolution change moves the
 stream to a new ring; the old ring is freed once all its slots have come back.
@@ -28,114 +28,47 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 from models.results import FrameResult
-from pipeline.analytics import offline_event, online_event
+from pipeline.config import VigilConfig
+from pipeline.config_runtime import RuntimeConfig
+from pipeline.config_sections import SourceConfig
+from pipeline.events import at_last_frame, offline_event, online_event
+from pipeline.graph.context import StageContext
+from pipeline.graph.stage import Stage
 from pipeline.logs import stream_logger
-from pipeline.stages import StageContext
-from stream import events as ev
+from pipeline.protocol import Kind, eos
+from pipeline.stages.source_reader import (
+    Failure,
+    Handoff,
+    is_frame,
+    log_pass_end,
+    read_into,
+    read_items,
+)
 from stream.transport import FrameRing
 
 log = logging.getLogger(__name__)
 
 
-class _Failure:
-    """An exception raised in the reader thread, re-raised by the sender."""
+class SourceStage(Stage):
+    """A source stage (the sender half, in the main thread); see the module docstring."""
 
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class Handoff:
-    """Reader -> sender hand-over: statuses in order and never dropped; frames by mode.
-
-    ``live``: ``put_frame`` removes any frame not yet taken (counted in ``dropped``) and queues
-    the new one. ``batch``: ``put_frame`` waits until the previous frame was taken.
-    """
-
-    def __init__(self, live: bool, should_stop: Callable[[], bool]) -> None:
-        self.live = live
-        self.should_stop = should_stop
-        self._items: deque[Any] = deque()
-        self._cond = threading.Condition()
-        self.closed = False
-        self.dropped = 0
-        self.frames_in = 0
-
-    def put_frame(self, frame: Any) -> None:
-        with self._cond:
-            self.frames_in += 1
-            if self.live:
-                before = len(self._items)
-                self._items = deque(i for i in self._items if not _is_frame(i))
-                self.dropped += before - len(self._items)
-            else:
-                while any(_is_frame(i) for i in self._items) and not self.should_stop():
-                    self._cond.wait(0.1)
-            self._items.append(frame)
-            self._cond.notify_all()
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            self._items.append(item)
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def take(self, frame_ok: bool, timeout_s: float) -> Any | None:
-        """The next status; or the next frame if ``frame_ok``; None after ``timeout_s``."""
-        with self._cond:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if self._items and (frame_ok or not _is_frame(self._items[0])):
-                    item = self._items.popleft()
-                    self._cond.notify_all()
-                    return item
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.closed and not self._items):
-                    return None
-                self._cond.wait(left)
-
-    def finished(self) -> bool:
-        with self._cond:
-            return self.closed and not self._items
-
-    def frame_waiting(self) -> bool:
-        with self._cond:
-            return any(_is_frame(i) for i in self._items)
-
-
-def _is_frame(item: Any) -> bool:
-    return hasattr(item, "rgb")
-
-
-def run_source(ctx: StageContext, cfg: dict[str, Any], src: dict[str, Any]) -> None:
-    """Body of a source stage (``pipeline.workers.source_body``)."""
-    SourceSender(ctx, cfg, src).run()
-
-
-class SourceSender:
-    """The sender half of a source stage; see the module docstring."""
-
-    def __init__(self, ctx: StageContext, cfg: dict[str, Any], src: dict[str, Any]) -> None:
+    def __init__(self, ctx: StageContext, src: SourceConfig, runtime: RuntimeConfig) -> None:
         from stream.sources import is_live_uri
 
-        self.ctx, self.cfg, self.src = ctx, cfg, src
-        rt = cfg["runtime"]
-        self.live = rt["mode"] == "live"
-        self.camera = is_live_uri(src["uri"])
-        self.stream_id = src["stream_id"]
+        super().__init__(ctx)
+        self.src, self.rt = src, runtime
+        self.live = runtime.mode == "live"
+        self.camera = is_live_uri(src.uri)
+        self.stream_id = src.stream_id
         self.log = stream_logger(log, self.stream_id)  # every line names the stream
-        self.loop = bool(src.get("loop")) and not self.camera  # a camera never ends anyway
-        self.slots = rt["ring_slots"]
-        self.inflight = min(rt["live_inflight"], self.slots) if self.live else self.slots
+        self.loop = src.loop and not self.camera  # a camera never ends anyway
+        self.slots = runtime.ring_slots
+        self.inflight = min(runtime.live_inflight, self.slots) if self.live else self.slots
         self.ring: FrameRing | None = None
         self.retired: list[tuple[FrameRing, set[int]]] = []
         self.free: list[int] = []
@@ -159,7 +92,13 @@ class SourceSender:
         self.end: tuple[str, str] | None = None
         self._stop_reader = threading.Event()
         self.handoff = Handoff(self.live, self._reader_should_stop)
+        self.reader: threading.Thread | None = None
         ctx.stats_hook = self._stats
+
+    @classmethod
+    def from_config(cls, ctx: StageContext, cfg: VigilConfig, src: dict) -> SourceStage:
+        """The stage of source ``src`` (one of ``cfg.sources``, or added at runtime)."""
+        return cls(ctx, SourceConfig.model_validate(src), cfg.runtime)
 
     def _stats(self, metrics: Any) -> None:
         sid = self.stream_id
@@ -188,108 +127,65 @@ class SourceSender:
     def _reader_should_stop(self) -> bool:
         return self._stop_reader.is_set() or self.ctx.stopping()
 
-    def _items(self) -> Iterator[Any]:
-        from stream.sources import Backoff, ResilientSource, SourceStatus
-
-        src = self.src
-        kwargs = {
-            "open_timeout_s": src.get("open_timeout_s", 10.0),
-            "read_timeout_s": src.get("read_timeout_s", 5.0),
-            "decoder": src.get("decoder", "auto"),
-            "fps": src.get("fps"),
-            "max_pixels": src.get("max_pixels"),
-        }
-        if self.camera:
-            yield from ResilientSource(
-                src["uri"],
-                should_stop=self._reader_should_stop,
-                open_kwargs=kwargs,
-                backoff=Backoff(src.get("reconnect_base_s", 0.5), src.get("reconnect_max_s", 30)),
-                max_attempts=src.get("reconnect_max_attempts"),
-                stable_s=src.get("stable_s", 10.0),
-                min_restart_interval_s=src.get("min_restart_interval_s", 1.0),
-            )
-            return
-        source = self._opened_file
-        if source is None:  # refused on open (too large): no frame, no ring; run() said why
-            return
-        realtime = src.get("realtime")
-        pace = self.live if realtime is None else realtime
-        yield SourceStatus("online", info=source.info, decoder=getattr(source, "decoder", ""))
-        start = time.monotonic()
-        try:
-            for frame in source.frames():
-                if pace:  # a recorded input played as a camera would deliver it
-                    wait = start + frame.pts - time.monotonic()
-                    if wait > 0:
-                        time.sleep(min(wait, 1.0))
-                frame.capture_wall = time.time()
-                yield frame
-                if self._reader_should_stop():
-                    return
-        finally:
-            source.close()
-        end = source.end
-        yield SourceStatus("end", end.reason if end else "eof", detail=end.detail if end else "")
-
-    def _read(self) -> None:
-        try:
-            for item in self._items():
-                if _is_frame(item):
-                    if not hasattr(item, "capture_wall"):
-                        item.capture_wall = item.capture_ts
-                    self.handoff.put_frame(item)
-                else:
-                    self.handoff.put(item)
-                if self._reader_should_stop():
-                    break
-        except BaseException as exc:  # noqa: BLE001 - handed to the sender, which re-raises
-            self.handoff.put(_Failure(exc))
-        finally:
-            self.handoff.close()
-
     # --- sender (main thread) -------------------------------------------------------------
 
-    def run(self) -> None:
+    def _open_kwargs(self) -> dict[str, Any]:
+        return {"decoder": self.src.decoder, "fps": self.src.fps, "max_pixels": self.src.max_pixels}
+
+    def setup(self) -> None:
         from stream.redact import redact
         from stream.sources import LoopingSource, SourceError, open_source
-
         ctx = self.ctx
-        if self.camera and self.src.get("loop"):
+        if self.camera and self.src.loop:
             self.log.warning(
                 "loop ignored: %s is a camera (it is reconnected when it drops, never ends)",
-                redact(self.src["uri"]),
+                redact(self.src.uri),
             )
+        opened = None
         if not self.camera:  # a bad file is the user's error: raise it before anything else
-            kwargs = {
-                "decoder": self.src.get("decoder", "auto"),
-                "fps": self.src.get("fps"),
-                "max_pixels": self.src.get("max_pixels"),
-            }
+            kwargs = self._open_kwargs()
             try:
                 if self.loop:
-                    self._opened_file = LoopingSource(
-                        self.src["uri"], open_kwargs=kwargs, on_pass_end=self._pass_ended
+                    opened = LoopingSource(
+                        self.src.uri,
+                        open_kwargs=kwargs,
+                        on_pass_end=partial(log_pass_end, self.log),
                     )
                 else:
-                    self._opened_file = open_source(self.src["uri"], **kwargs)
+                    opened = open_source(self.src.uri, **kwargs)
             except SourceError as exc:
                 if exc.reason != "too_large":
                     raise
                 # Refused before any ring slot exists: say so, end the stream (offline event).
                 self.log.error("refused: %s", exc)
-                self._opened_file = None
                 self.end = ("too_large", str(exc))
         self.out = ctx.push(ctx.endpoints.infer)
         self.credits = ctx.pull(ctx.endpoints.credit(self.stream_id))
-        ctx.report("state", stream_id=self.stream_id, state="connecting")
-        reader = threading.Thread(target=self._read, name=f"read-{self.stream_id}", daemon=True)
-        reader.start()
-        stopped = False
+        ctx.report(Kind.STATE, stream_id=self.stream_id, state="connecting")
+        items = read_items(
+            self.src,
+            camera=self.camera,
+            live=self.live,
+            opened=opened,
+            open_kwargs=self._open_kwargs(),
+            should_stop=self._reader_should_stop,
+        )
+        self.reader = threading.Thread(
+            target=read_into, args=(self.handoff, items, self._reader_should_stop),
+            name=f"read-{self.stream_id}", daemon=True,
+        )  # fmt: skip
+        self.reader.start()
+
+    def run(self) -> None:
+        """Hand each item of the reader on (:meth:`on_message`) as ring slots allow, until the
+        input ends (:meth:`on_end`) or a stop is asked (:meth:`on_end` too: ``stopped``)."""
+        ctx = self.ctx
+        self.stopped = False
         try:
+            self.setup()
             while True:
                 if ctx.stopping():
-                    stopped = True
+                    self.stopped = True
                     break
                 ctx.check()
                 self._drain_credits(0)
@@ -302,29 +198,40 @@ class SourceSender:
                         break
                     if blocked:
                         self._wait_credit()
-                    self._maybe_drop_event(False)
+                    self.on_tick()
                     continue
-                if isinstance(item, _Failure):
-                    raise item.exc
-                if _is_frame(item):
-                    self._send_frame(item)
-                else:
-                    self._status(item)
-                self._maybe_drop_event(False)
-            self._finish(stopped)
+                self.on_message(item, {})
+            self.on_end()
         finally:
-            self._stop_reader.set()
-            reader.join(timeout=1.0)
-            rings = [r for r, _ in self.retired] + ([self.ring] if self.ring else [])
-            for ring in rings:
-                if self.outstanding:  # still read downstream: the supervisor unlinks it later
-                    ring.owner = False
-                ring.close()
+            self.close()
 
-    def _finish(self, stopped: bool) -> None:
+    def on_message(self, item: Any, arrays: dict[str, Any]) -> None:
+        """One item of the reader: a frame to send, a status, or its failure."""
+        if isinstance(item, Failure):
+            raise item.exc
+        if is_frame(item):
+            self._send_frame(item)
+        else:
+            self._status(item)
+        self._maybe_drop_event(False)
+
+    def on_tick(self) -> None:
+        self._maybe_drop_event(False)
+
+    def close(self) -> None:
+        self._stop_reader.set()
+        if self.reader is not None:
+            self.reader.join(timeout=1.0)
+        rings = [r for r, _ in self.retired] + ([self.ring] if self.ring else [])
+        for ring in rings:
+            if self.outstanding:  # still read downstream: the supervisor unlinks it later
+                ring.owner = False
+            ring.close()
+
+    def on_end(self) -> None:
         ctx = self.ctx
         self._maybe_drop_event(True)
-        if stopped:
+        if self.stopped:
             reason, detail = "stopped", "stopped on request"
         elif self.end is not None:
             reason, detail = self.end
@@ -338,19 +245,10 @@ class SourceSender:
             self.frames_read,
             f"; {detail}" if detail else "",
         )
-        ctx.send(
-            self.out,
-            {
-                "kind": "eos",
-                "stream_id": self.stream_id,
-                "reason": reason,
-                "frames_read": self.frames_read,
-                "detail": detail,
-            },
-        )
-        ctx.report("state", stream_id=self.stream_id, state="ended", sent=self.sent)
+        ctx.send(self.out, eos(self.stream_id, reason, self.frames_read, detail))
+        ctx.report(Kind.STATE, stream_id=self.stream_id, state="ended", sent=self.sent)
         # Keep the rings alive until every slot is back: downstream still reads from them.
-        deadline = time.monotonic() + self.cfg["runtime"]["drain_timeout_s"]
+        deadline = time.monotonic() + self.rt.drain_timeout_s
         while self.outstanding and time.monotonic() < deadline:
             self._drain_credits(200)
 
@@ -400,7 +298,7 @@ class SourceSender:
         """No slot free and a frame waiting: wait briefly for one; warn if downstream is stuck."""
         self._drain_credits(20)
         blocked = time.monotonic() - self.last_credit
-        limit = self.cfg["runtime"]["blocked_warn_s"]
+        limit = self.rt.blocked_warn_s
         # Only once frames have flowed: a pipeline still loading its model is not blocked.
         flowing = self.credits_seen > 0
         if blocked > limit and flowing and not self.blocked_warned and self.outstanding:
@@ -408,7 +306,7 @@ class SourceSender:
             self.log.warning(
                 "downstream blocked: no ring slot back for %.0f s (camera still read)", blocked
             )
-            self.ctx.report("info", stream_id=self.stream_id, blocked_s=round(blocked, 1))
+            self.ctx.report(Kind.INFO, stream_id=self.stream_id, blocked_s=round(blocked, 1))
 
     def _status(self, status: Any) -> None:
         kind = status.kind
@@ -417,7 +315,7 @@ class SourceSender:
             self.pending_online = status
             self.drops_extra += status.skipped
             self._ensure_ring(status.info)
-            self.ctx.report("state", stream_id=self.stream_id, state="streaming")
+            self.ctx.report(Kind.STATE, stream_id=self.stream_id, state="streaming")
         elif kind == "reset":
             self.log.info("reset (%s): tracks and per-stream state start over", status.reason)
             if status.reason == "resolution" and status.info is not None:
@@ -425,7 +323,7 @@ class SourceSender:
             self.ctx.send(
                 self.out,
                 {
-                    "kind": "reset",
+                    "kind": Kind.RESET,
                     "stream_id": self.stream_id,
                     "reason": status.reason,
                     "width": status.info.width if status.info else None,
@@ -450,7 +348,7 @@ class SourceSender:
                 )
             self.online = False
             self.pending_online = None
-            self.ctx.report("state", stream_id=self.stream_id, state="waiting")
+            self.ctx.report(Kind.STATE, stream_id=self.stream_id, state="waiting")
         elif kind == "reconnect":
             self.reconnects += 1
             self.log.info(
@@ -473,35 +371,17 @@ class SourceSender:
 
     def _log_online(self, status: Any) -> None:
         from stream.redact import redact
-
         info = status.info
         how = f"attempt {status.attempt}" if self.camera else ("looping" if self.loop else "file")
         self.log.info(
             "online: %s (%dx%d, %.2f frames/s, decoder %s, %s)",
-            redact(self.src["uri"]),
+            redact(self.src.uri),
             info.width,
             info.height,
             info.fps,
             status.decoder or "software",
             how,
         )
-
-    def _pass_ended(self, passes: int, end: Any) -> None:
-        """Looping file (reader thread): one pass over the file ended; the next one starts."""
-        if end.reason == "truncated":
-            self.log.warning(
-                "pass %d truncated after %d frames (%s); starting over",
-                passes,
-                end.frames_read,
-                end.detail,
-            )
-        elif passes == 1:
-            self.log.info(
-                "end of the file after %d frames: starting over (pts and frame indexes go on)",
-                end.frames_read,
-            )
-        else:
-            self.log.debug("pass %d ended after %d frames: starting over", passes, end.frames_read)
 
     def _ensure_ring(self, info: Any) -> None:
         if self.ring is None:
@@ -512,7 +392,7 @@ class SourceSender:
             self.ctx.send(
                 self.out,
                 {
-                    "kind": "open",
+                    "kind": Kind.OPEN,
                     "stream_id": self.stream_id,
                     "info": {
                         "width": info.width,
@@ -539,7 +419,7 @@ class SourceSender:
             else:
                 self.ring.close()
         self.ring = FrameRing.create(self.slots, info.width * info.height * 3)
-        self.ctx.report("ring", name=self.ring.name)
+        self.ctx.report(Kind.RING, name=self.ring.name)
         # Slots still out belong to the old ring; they become free here when they come back.
         self.free = list(range(self.slots))
 
@@ -547,7 +427,7 @@ class SourceSender:
         ctx = self.ctx
         if self.pending_online is not None:
             status, self.pending_online = self.pending_online, None
-            event = online_event(self.stream_id, self.src["uri"], status.info, frame)
+            event = online_event(self.stream_id, self.src.uri, status.info, frame)
             event["decoder"] = status.decoder or "software"
             if self.camera:
                 event["attempt"] = status.attempt
@@ -577,7 +457,7 @@ class SourceSender:
         ctx.send(
             self.out,
             {
-                "kind": "frame",
+                "kind": Kind.FRAME,
                 "addr": {**self.ring.address(slot, frame.rgb.shape), "gen": self.next_gen},
                 "pts_raw": frame.pts_raw,
                 "result": header,
@@ -591,7 +471,7 @@ class SourceSender:
         count = total - self.drops_reported
         if count <= 0 or (self.pending_online is not None and not final):
             return
-        interval = self.cfg["runtime"]["drop_event_interval_s"]
+        interval = self.rt.drop_event_interval_s
         if not final and time.monotonic() - self.last_drop_event < interval:
             return
         self.last_drop_event = time.monotonic()
@@ -609,18 +489,9 @@ class SourceSender:
     def _at_last_frame(
         self, type_: str, on_stream_clock: bool = False, **fields: Any
     ) -> dict[str, Any]:
-        """An event of this stream, stamped with the last frame sent (if any) and now; with
-        ``on_stream_clock``, ``ts`` is that frame's capture time, like the events about frames
-        (a file's clock is its container's, not the wall clock)."""
-        last = self.last
-        return ev.make_event(
-            type_,
-            self.stream_id,
-            frame=last.frame_idx if last else None,
-            pts=last.pts if last else None,
-            ts=last.capture_ts if last and on_stream_clock else time.time(),
-            **fields,
-        )
+        """An event of this stream stamped with the last frame sent (see
+        :func:`pipeline.events.at_last_frame`)."""
+        return at_last_frame(type_, self.stream_id, self.last, on_stream_clock, **fields)
 
     def _event(self, event: dict[str, Any]) -> None:
-        self.ctx.send(self.out, {"kind": "event", "event": event})
+        self.ctx.send(self.out, {"kind": Kind.EVENT, "event": event})
