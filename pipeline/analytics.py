@@ -118,9 +118,11 @@ class StreamAnalytics:
 def make_zone_analytics(
     scene: dict[str, list[dict[str, Any]]], stream_id: str, width: int, height: int
 ) -> Any:
-    """A :class:`models.zones.ZoneAnalytics` for the zones, lines and alerts of ``scene`` that
-    apply to ``stream_id`` (``stream`` unset or equal), or None when there are none."""
-    from models.zones import AlertRule, Line, Zone, ZoneAnalytics
+    """A :class:`models.zones.analytics.ZoneAnalytics` for the zones, lines and alerts of
+    ``scene`` that apply to ``stream_id`` (``stream`` unset or equal), or None when there are
+    none."""
+    from models.zones.analytics import ZoneAnalytics
+    from models.zones.rules import AlertRule, Line, Zone
 
     def mine(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [i for i in items if i.get("stream") in (None, stream_id)]
@@ -240,7 +242,8 @@ def _make_forecaster(people_cfg: dict[str, Any]) -> Any:
     if not people_cfg["forecast"]:
         return None
     import torch
-    from models.action import ActionForecaster
+
+    from models.people.action import ActionForecaster
 
     torch.set_num_threads(1)  # small LSTM; leave the cores to inference
     return ActionForecaster(
@@ -249,7 +252,7 @@ def _make_forecaster(people_cfg: dict[str, Any]) -> Any:
 
 
 def _make_people(people_cfg: dict[str, Any], result: FrameResult, forecaster: Any) -> Any:
-    from models.people import PeopleAnalytics
+    from models.people.analytics import PeopleAnalytics
 
     names = result.class_names
     person_ids = {i for i, n in enumerate(names) if n == people_cfg["person_class"]}
