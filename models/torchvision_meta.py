@@ -2,7 +2,7 @@
 torchvision 0.24.1's weight enums, so that reading the registry (the CLI and the supervisor
 do) never imports torch: that import alone costs a process about 600 MB.
 
-``tests/models/test_weights.py`` checks every value against torchvision's enums, so an
+``tests/unit/models/test_weights.py`` checks every value against torchvision's enums, so an
 upgrade that moves a URL or a category list fails there. The enums are metadata only; nothing
 here downloads.
 """

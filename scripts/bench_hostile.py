@@ -4,7 +4,7 @@
 Starts `vigil process <looping synthetic video> --mode live --loop` with every endpoint on
 (events, replay, frames, control, HTTP), measures the event rate without attack, then attacks
 each endpoint for ``--window`` seconds with the fuzz harness's generated input
-(tests/pipeline/hostile_peers.py: random bytes and multipart shapes, boundary integers, deep
+(tests/support/hostile_peers.py: random bytes and multipart shapes, boundary integers, deep
 and huge JSON, wrong types, oversized messages, slow readers, abandoned connections), and
 prints per endpoint: the cases sent, the crashes (vigil exits, stage restarts, event feed
 restarts; must be 0), the health checks failed afterwards, the growth of all vigil processes'
@@ -30,9 +30,9 @@ import zmq
 
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
-from tests.pipeline import hostile_peers as hp
-from tests.pipeline.live_vigil import LiveVigil, log_tail
+from tests.support import hostile_peers as hp
 from tests.support.feed import free_ports
+from tests.support.live_vigil import LiveVigil, log_tail
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -54,7 +54,7 @@ def main() -> None:
             server = RtspTestServer(width=args.width, height=args.height, fps=args.fps).start()
             uri, extra = server.url, ["--duration", str(args.seconds)]
         else:
-            from tests.conftest import write_moving_box_video
+            from tests.support.videos import write_moving_box_video
 
             n = int(args.seconds * args.fps)
             uri = str(

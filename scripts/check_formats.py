@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the whole format corpus (``tests/formats/corpus.py``) through vigil.
+"""Run the whole format corpus (``tests/support/corpus.py``) through vigil.
 
 Makes every case (Debian's ffmpeg CLI, PyAV, GStreamer), then checks each one through the
 process graph (``vigil run``, batch mode), one archive run over all of them (``vigil process A
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.formats import corpus
+from tests.support import corpus
 
 
 def main(argv: list[str] | None = None) -> int:

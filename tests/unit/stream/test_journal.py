@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream.journal import EventJournal, JournalError
-from tests.stream.test_replay import event
+from tests.support.feed import event
 
 
 def test_seq_is_gap_free_and_continues_after_reopen(tmp_path: Path) -> None:

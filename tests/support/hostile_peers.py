@@ -1,5 +1,5 @@
 """Generated hostile input for every endpoint of a live vigil, and the checks that it is still
-whole afterwards (issue 14). Used by tests/pipeline/test_fuzz_endpoints.py and
+whole afterwards (issue 14). Used by tests/integration/test_fuzz_endpoints.py and
 scripts/bench_hostile.py, so the bench measures exactly what CI runs.
 
 Cases come from a seeded :class:`random.Random` (the same cases on every run, a bounded

@@ -23,7 +23,7 @@ import pytest
 from models.simnet.infer import DEFAULT_WEIGHTS
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
-from tests.pipeline.live_vigil import REPO, STARTUP_TIMEOUT_S, LiveVigil, log_tail
+from tests.support.live_vigil import REPO, STARTUP_TIMEOUT_S, LiveVigil, log_tail
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.config_runtime import check_endpoint
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_shipped_configs_are_valid():

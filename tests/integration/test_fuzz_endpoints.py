@@ -17,9 +17,9 @@ import zmq
 from models.simnet.infer import DEFAULT_WEIGHTS
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
-from tests.pipeline import hostile_peers as hp
-from tests.pipeline.live_vigil import LiveVigil, log_tail
+from tests.support import hostile_peers as hp
 from tests.support.feed import free_ports
+from tests.support.live_vigil import LiveVigil, log_tail
 
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="sim pack not trained")
 

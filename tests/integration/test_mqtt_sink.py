@@ -20,7 +20,7 @@ import pytest
 
 from stream.journal import EventJournal
 from stream.sinks import EventPublisher
-from tests.stream.test_replay import event
+from tests.support.feed import event
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 
@@ -311,8 +311,8 @@ def test_whole_graph_killed_then_rerun_parity_with_the_journal(
     """`vigil process` with publish.mqtt: its publish stage is SIGKILLed mid-run (the will says
     offline), then a second run on the same output folder sends what the first left unsent, and a
     subscriber that de-duplicates by seq ends with exactly the journal's events."""
-    from tests.conftest import write_moving_box_video
-    from tests.pipeline.test_end_to_end import FAST
+    from tests.integration.test_end_to_end import FAST
+    from tests.support.videos import write_moving_box_video
 
     video = write_moving_box_video(tmp_path / "v.mp4", n_frames=10)
     out = tmp_path / "out"

@@ -158,7 +158,7 @@ def test_reading_the_registry_and_checking_a_name_import_no_torch() -> None:
         "import pipeline.cli, pipeline.graph.supervisor, pipeline.http; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
     )
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120
     )

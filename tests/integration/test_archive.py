@@ -18,7 +18,7 @@ import pytest
 from pipeline.archive.inputs import ArchiveError, expand_inputs, is_single_file
 from pipeline.archive.manifest import MANIFEST, Manifest, comparable
 from pipeline.cli import build_parser, main
-from tests.conftest import write_moving_box_video
+from tests.support.videos import write_moving_box_video
 
 CONFIG = """\
 detect:

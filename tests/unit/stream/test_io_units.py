@@ -15,7 +15,7 @@ import pytest
 
 from stream.sinks import VideoFileSink
 from stream.sources import FileSource, LoopingSource, SourceError, open_source, probe_source
-from tests.formats import corpus
+from tests.support import corpus
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
 

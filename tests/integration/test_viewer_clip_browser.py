@@ -18,7 +18,7 @@ import zmq
 from pipeline.http import HttpService, LiveTap
 from stream.clips import _Frame, encode_mp4
 from stream.sinks import encode_jpeg
-from tests.pipeline.test_viewer_browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.integration.test_viewer_browser import CHROMEDRIVER, CHROMIUM, chromium
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()), reason="needs chromium and chromedriver"

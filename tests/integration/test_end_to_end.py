@@ -17,7 +17,7 @@ import zmq
 
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
-from tests.conftest import write_moving_box_video
+from tests.support.videos import write_moving_box_video
 
 # Small and fast on 2 cores: the 320 px detector with random weights and a low score threshold,
 # so that frames do carry detections.

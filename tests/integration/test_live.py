@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from stream.sim.camera import RtspTestServer, free_port, missing_requirements
-from tests.conftest import write_moving_box_video
+from tests.support.videos import write_moving_box_video
 
 _MISSING = missing_requirements()
 needs_rtsp = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")

@@ -25,7 +25,7 @@ from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.control import request as control_request
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
-from tests.pipeline.live_vigil import STARTUP_TIMEOUT_S, LiveVigil, log_tail
+from tests.support.live_vigil import STARTUP_TIMEOUT_S, LiveVigil, log_tail
 
 SECRETS = ("tokSECRET1", "pwSECRET2", "adminSECRET3")
 TOKEN = "http-token-for-the-live-test"
@@ -141,7 +141,7 @@ def browser_check(base: str, log: Path) -> None:
         from selenium.webdriver.support.ui import WebDriverWait
     except ImportError:
         return
-    from tests.pipeline.test_viewer_browser import chromium
+    from tests.integration.test_viewer_browser import chromium
 
     driver = chromium()
     try:

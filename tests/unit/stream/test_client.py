@@ -18,7 +18,7 @@ from stream.client import EventClient, PublisherDead
 from stream.journal import EventJournal
 from tests.support.feed import event, free_ports, start_publisher
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def drain(client: EventClient, until_seq: int, timeout_s: float = 20.0) -> list[dict]:

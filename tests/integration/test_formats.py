@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.formats import corpus
+from tests.support import corpus
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,

@@ -22,7 +22,7 @@ from models.simnet.infer import DEFAULT_WEIGHTS
 from pipeline.metrics import METRICS, RunMetrics, StageMetrics
 from stream.sim.sample import write_sample_video
 from stream.sim.scenes import make_scene
-from tests.pipeline.live_vigil import LiveVigil, log_tail
+from tests.support.live_vigil import LiveVigil, log_tail
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from models.results import Detections, Masks, Poses
 from pipeline.config import load_config
 from pipeline.runner import process_file
 from stream.sources import SourceError
-from tests.conftest import write_moving_box_video
+from tests.support.videos import write_moving_box_video
 
 FAST = {
     "detect.model": "fasterrcnn_mobilenet_v3_large_320_fpn",

@@ -15,7 +15,7 @@ from stream.sources import (
     StreamInfo,
     open_source,
 )
-from tests.conftest import write_moving_box_video
+from tests.support.videos import write_moving_box_video
 
 
 def test_file_source_gives_every_frame_with_pts_in_seconds(tiny_video: Path):

@@ -10,7 +10,7 @@ import pytest
 
 from stream.journal import EventJournal
 from stream.sinks import EventPublisher
-from tests.stream.test_replay import event
+from tests.support.feed import event
 
 ck = pytest.importorskip("confluent_kafka")
 

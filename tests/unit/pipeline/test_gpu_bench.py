@@ -14,7 +14,7 @@ import pytest
 from pipeline.config import VigilConfig
 
 _spec = importlib.util.spec_from_file_location(
-    "bench_gpu", Path(__file__).resolve().parents[2] / "scripts" / "bench_gpu.py"
+    "bench_gpu", Path(__file__).resolve().parents[3] / "scripts" / "bench_gpu.py"
 )
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)

@@ -21,12 +21,12 @@ from pipeline.logs import (
     stream_logger,
 )
 from stream.redact import redact
-from tests.conftest import write_moving_box_video
+from tests.support.videos import write_moving_box_video
 
 SECRET = "hunter2"
 URI = f"rtsp://admin:{SECRET}@cam.local:554/live"
 SHOWN = "rtsp://***@cam.local:554/live"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
