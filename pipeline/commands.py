@@ -2,7 +2,7 @@
 
 ``cmd_process``, ``cmd_run`` and ``cmd_demo`` check what they can in this process (config,
 detector, inputs, output folder, weights; :class:`UserError` on bad input, exit 2), then start
-the process graph (:func:`pipeline.supervisor.run_pipeline`) or a batch archive
+the process graph (:func:`pipeline.graph.supervisor.run_pipeline`) or a batch archive
 (:mod:`pipeline.archive`); ``cmd_subscribe``, ``cmd_replay``, ``cmd_models`` and
 ``cmd_streams`` are small clients. Heavy modules (torch, av) are imported inside the commands,
 never at import time.

@@ -128,7 +128,7 @@ class OutputConfig(Strict):
     )
 
 class ArchiveConfig(Strict):
-    """Batch archives: ``vigil process`` with several inputs (see ``pipeline/archive.py``)."""
+    """Batch archives: ``vigil process`` with several inputs (see ``pipeline/archive/``)."""
 
     workers: int = Field(1, ge=1, le=256, description="files processed at once (processes/actors)")
     engine: Literal["local", "ray"] = Field(
@@ -194,7 +194,7 @@ class PoseConfig(ModelStageConfig):
 
 
 class BackendConfig(Strict):
-    """How the frame models run (``models/backends.py``), for every stage."""
+    """How the frame models run (``models/runtime/``), for every stage."""
 
     name: Literal["eager", "compile", "onnxruntime", "tensorrt"] = Field(
         "eager", description="eager | compile (torch.compile) | onnxruntime | tensorrt"

@@ -21,9 +21,10 @@ Routes:
   file types); single ``Range`` requests are answered (206) so browsers can seek in a clip.
 
 Frames and events reach the supervisor from the publish stage over the run's ``tap`` socket
-(:class:`pipeline.workers.ViewerTap`); a :class:`LiveTap` thread keeps the newest JPEG per
-stream and a bounded list of recent events. Streaming clients (MJPEG, SSE) are bounded by
-:data:`~pipeline.http_routes.MAX_STREAM_CLIENTS` (503 past it); each waits with a timeout,
+(:class:`~pipeline.stages.publish_sinks.ViewerTap`); a :class:`LiveTap` thread keeps the
+newest JPEG per stream and a bounded list of recent events. Streaming clients (MJPEG, SSE) are
+bounded by :data:`~pipeline.http_routes.MAX_STREAM_CLIENTS` (503 past it); each waits with a
+timeout,
 notices within :data:`~pipeline.http_routes.GONE_CHECK_S` that its client has gone, and ends
 when the run does.
 
