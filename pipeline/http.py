@@ -24,9 +24,8 @@ Frames and events reach the supervisor from the publish stage over the run's ``t
 (:class:`~pipeline.stages.publish_sinks.ViewerTap`); a :class:`LiveTap` thread keeps the
 newest JPEG per stream and a bounded list of recent events. Streaming clients (MJPEG, SSE) are
 bounded by :data:`~pipeline.http_routes.MAX_STREAM_CLIENTS` (503 past it); each waits with a
-timeout,
-notices within :data:`~pipeline.http_routes.GONE_CHECK_S` that its client has gone, and ends
-when the run does.
+timeout, notices within :data:`~pipeline.http_routes.GONE_CHECK_S` that its client has gone,
+and ends when the run does.
 
 Hostile clients (see :class:`HttpService`, :class:`pipeline.access.HttpAccess`): a connection
 cap (``runtime.http_max_connections``, a 503 and no thread past it), a deadline for the request
