@@ -16,6 +16,7 @@ from models.results import Detections, Masks, Poses
 from pipeline.config import load_config
 from pipeline.runner import process_file
 from stream.sources import SourceError
+from tests.integration.test_end_to_end import FAST as FAST_FLAGS
 from tests.support.videos import write_moving_box_video
 
 FAST = {
@@ -24,15 +25,6 @@ FAST = {
     "detect.score_threshold": 0.0,
     "detect.input_size": 96,
 }
-FAST_FLAGS = [
-    "--model",
-    "fasterrcnn_mobilenet_v3_large_320_fpn",
-    "--weights",
-    "none",
-    "--score-threshold",
-    "0.0",
-    "--no-progress",
-]
 
 
 def _pts(video: Path) -> list[float]:
